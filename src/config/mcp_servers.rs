@@ -1,0 +1,118 @@
+//! Import of the `mcpServers` JSON that Claude Desktop, Cursor and Claude
+//! Code use: `{"mcpServers": {"name": {"command", "args", "env", "cwd"} |
+//! {"url", "headers"}}}`. Fields those tools add for themselves
+//! (`autoApprove`, `alwaysAllow`, …) are ignored; `"disabled": true` skips an entry.
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::load::{invalid_at, validate};
+use super::{Config, ConfigError, UpstreamConfig};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    mcp_servers: IndexMap<String, Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: IndexMap<String, String>,
+    cwd: Option<std::path::PathBuf>,
+    url: Option<String>,
+    #[serde(default)]
+    headers: IndexMap<String, String>,
+    /// `stdio`, `http`, `streamable-http` or `sse`; informational, the
+    /// transport follows from `command` / `url`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// Parses `mcpServers` JSON text into a config with default settings.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with line and column for malformed JSON, and for
+/// entries that fail validation (e.g. neither `command` nor `url`).
+pub fn from_mcp_servers_json(src: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file: File = serde_json::from_str(src).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        field: "mcpServers".to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut config = Config::default();
+    for (name, e) in file.mcp_servers {
+        if e.disabled {
+            continue;
+        }
+        if e.kind.as_deref() == Some("sse") {
+            let at = src.find(&format!("\"{name}\"")).unwrap_or(0);
+            return Err(invalid_at(
+                src,
+                path,
+                at..at,
+                Some(format!("mcpServers.{name}.type")),
+                "2024-11-05 SSE upstreams are not supported yet".to_owned(),
+            ));
+        }
+        let mut u = match (e.command, e.url) {
+            (Some(cmd), url) => UpstreamConfig {
+                url,
+                ..UpstreamConfig::stdio(cmd, e.args)
+            },
+            (None, url) => UpstreamConfig {
+                url,
+                ..UpstreamConfig::http("")
+            },
+        };
+        u.env = e.env;
+        u.cwd = e.cwd;
+        u.headers = e.headers;
+        let at = src.find(&format!("\"{name}\"")).unwrap_or(0);
+        config.upstreams.insert(name, toml::Spanned::new(at..at, u));
+    }
+    validate(&config, src, path)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamKind;
+
+    #[test]
+    fn claude_desktop_format_imports() {
+        let src = r#"{"mcpServers": {
+            "time": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}, "autoApprove": []},
+            "remote": {"url": "http://127.0.0.1:3001/mcp", "headers": {"X-Key": "k"}, "type": "http"},
+            "off": {"command": "x", "disabled": true}
+        }}"#;
+        let c = from_mcp_servers_json(src, Path::new("m.json")).unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams["time"].get_ref().kind(), UpstreamKind::Stdio);
+        assert_eq!(c.upstreams["time"].get_ref().env["TZ"], "UTC");
+        assert_eq!(c.upstreams["remote"].get_ref().kind(), UpstreamKind::Http);
+        assert_eq!(c.upstreams["remote"].get_ref().headers["X-Key"], "k");
+    }
+
+    #[test]
+    fn entry_without_transport_is_an_error_naming_it() {
+        let src = "{\"mcpServers\": {\n  \"bad\": {\"args\": []}\n}}";
+        match from_mcp_servers_json(src, Path::new("m.json")).unwrap_err() {
+            ConfigError::Invalid { line, field, .. } => {
+                assert_eq!(line, 2);
+                assert_eq!(field, "upstreams.bad.command");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Configuration: the TOML schema, its defaults, and validation.
+//!
+//! Every field is documented in the README's config reference; `ballast
+//! check-config FILE` prints the effective configuration. Unknown fields are
+//! errors (`deny_unknown_fields`), reported with file, line, column and the
+//! dotted field name (see [`load`]).
+
+mod load;
+mod mcp_servers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+pub use self::load::{ConfigError, from_toml_str, load_mcp_servers_file, load_toml_file};
+pub use self::mcp_servers::from_mcp_servers_json;
+
+/// The whole configuration (`ballast.toml`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The downstream HTTP listener and its protections.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// How upstream catalogs are merged and named.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// The MCP servers behind Ballast, by name, in document order. The first
+    /// one also receives methods Ballast cannot route by name or URI.
+    #[serde(default)]
+    pub upstreams: IndexMap<String, toml::Spanned<UpstreamConfig>>,
+}
+
+/// `[server]`: the downstream Streamable HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080` (loopback, SPEC.md 18).
+    pub listen: SocketAddr,
+    /// Path of the MCP endpoint. Default `/mcp`.
+    pub path: String,
+    /// Accepted `Host` header names (port ignored); `"*"` accepts any.
+    /// Default: `localhost`, `127.0.0.1`, `[::1]` (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// Accepted `Origin` values, as `scheme://host` (any port) or
+    /// `scheme://host:port`; `"*"` accepts any. Requests without `Origin`
+    /// are accepted. Default: http and https on `localhost`, `127.0.0.1`, `[::1]`.
+    pub allowed_origins: Vec<String>,
+    /// How long in-flight calls may run after SIGTERM before the gateway
+    /// stops waiting. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Largest accepted POST body, in bytes. Default 4 MiB; larger → 413.
+    pub max_body_bytes: usize,
+    /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a downstream `initialize` waits for required upstreams to
+    /// finish their own initialization before answering with what is ready.
+    /// Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub startup_wait: Duration,
+}
+
+/// `[log]`: log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` (default) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `ballast=debug`. Default `info`;
+    /// the `RUST_LOG` environment variable overrides it.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[catalog]`: merging of tools, prompts and resources.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// `auto` (default: namespace when more than one upstream is configured),
+    /// `always` or `never`.
+    pub namespace: NamespaceMode,
+    /// Between prefix and name: `<prefix><separator><name>`. Default `__`.
+    pub separator: String,
+}
+
+/// When tool and prompt names get the upstream's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceMode {
+    /// Only when more than one upstream is configured.
+    Auto,
+    /// Always.
+    Always,
+    /// Never (names must not collide; a collision at run time hides the later one).
+    Never,
+}
+
+/// `[upstreams.<name>]`: one MCP server. Exactly one of `command` (stdio
+/// child process) or `url` (remote Streamable HTTP endpoint) is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Program to start as a stdio MCP server (T25 "stdio").
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables for the child (added to Ballast's own).
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Working directory of the child. Default: Ballast's own.
+    pub cwd: Option<PathBuf>,
+    /// URL of a remote Streamable HTTP MCP endpoint.
+    pub url: Option<String>,
+    /// Extra HTTP headers sent to a remote upstream (e.g. its own API key;
+    /// the downstream client's token is never forwarded, SPEC.md 20).
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// Namespace prefix for this upstream's tools and prompts. Default: its name.
+    pub prefix: Option<String>,
+    /// Whether `/readyz` waits for this upstream. Default true.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Connection sharing. Only `shared` (default) is available today.
+    #[serde(default)]
+    pub mode: UpstreamMode,
+    /// Longest wait for the upstream's `initialize` answer, per attempt. Default 30 s.
+    #[serde(default = "default_init_timeout", with = "humantime_serde")]
+    pub init_timeout: Duration,
+    /// Longest a forwarded request may wait for its answer. Default 60 s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Each step of a stdio child's shutdown (stdin close → SIGTERM →
+    /// SIGKILL) waits this long for the child to exit. Default 2 s.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// How downstream sessions share an upstream (DESIGN.md "Upstream modes").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamMode {
+    /// One connection serves every downstream session.
+    #[default]
+    Shared,
+    /// One connection per downstream session (not available yet: rejected
+    /// by validation).
+    PerSession,
+}
+
+/// What kind of transport an upstream uses, derived from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// A child process speaking newline-delimited JSON-RPC on stdio.
+    Stdio,
+    /// A remote Streamable HTTP endpoint.
+    Http,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: "/mcp".to_owned(),
+            allowed_hosts: ["localhost", "127.0.0.1", "[::1]"]
+                .map(String::from)
+                .to_vec(),
+            allowed_origins: ["localhost", "127.0.0.1", "[::1]"]
+                .iter()
+                .flat_map(|h| [format!("http://{h}"), format!("https://{h}")])
+                .collect(),
+            drain_timeout: Duration::from_secs(10),
+            max_body_bytes: 4 * 1024 * 1024,
+            keepalive_interval: Duration::from_secs(15),
+            startup_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            namespace: NamespaceMode::Auto,
+            separator: "__".to_owned(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_init_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl UpstreamConfig {
+    /// A stdio upstream with default settings.
+    pub fn stdio(command: impl Into<String>, args: Vec<String>) -> Self {
+        Self {
+            command: Some(command.into()),
+            args,
+            ..Self::http_or_empty(None)
+        }
+    }
+
+    /// A remote Streamable HTTP upstream with default settings.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self::http_or_empty(Some(url.into()))
+    }
+
+    fn http_or_empty(url: Option<String>) -> Self {
+        Self {
+            command: None,
+            args: Vec::new(),
+            env: IndexMap::new(),
+            cwd: None,
+            url,
+            headers: IndexMap::new(),
+            prefix: None,
+            required: true,
+            mode: UpstreamMode::Shared,
+            init_timeout: default_init_timeout(),
+            request_timeout: default_request_timeout(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+
+    /// The transport kind. Validation guarantees exactly one is configured.
+    pub fn kind(&self) -> UpstreamKind {
+        if self.command.is_some() {
+            UpstreamKind::Stdio
+        } else {
+            UpstreamKind::Http
+        }
+    }
+}
+
+impl Config {
+    /// Adds an upstream (for configs built in code, e.g. `ballast demo`).
+    pub fn add_upstream(&mut self, name: impl Into<String>, upstream: UpstreamConfig) {
+        self.upstreams
+            .insert(name.into(), toml::Spanned::new(0..0, upstream));
+    }
+
+    /// The namespace prefix of each upstream, in order, or `None` for all
+    /// when names are not namespaced.
+    pub fn prefixes(&self) -> Vec<Option<String>> {
+        let namespaced = match self.catalog.namespace {
+            NamespaceMode::Always => true,
+            NamespaceMode::Never => false,
+            NamespaceMode::Auto => self.upstreams.len() > 1,
+        };
+        self.upstreams
+            .iter()
+            .map(|(name, u)| {
+                namespaced.then(|| u.get_ref().prefix.clone().unwrap_or_else(|| name.clone()))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,97 @@
+//! Downstream request errors and their one mapping to HTTP status and
+//! JSON-RPC error (always a JSON body, never HTML).
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::jsonrpc::{ErrorObject, ParseError, RequestId, code};
+
+/// Why a downstream HTTP request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DownstreamError {
+    /// `Host` not in `server.allowed_hosts` (DNS rebinding, SPEC.md 18).
+    #[error("Host header not allowed")]
+    ForbiddenHost,
+    /// `Origin` not in `server.allowed_origins` (SPEC.md 18).
+    #[error("Origin not allowed")]
+    ForbiddenOrigin,
+    /// POST without `Content-Type: application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// `Accept` allows neither JSON nor SSE (or no SSE on GET).
+    #[error("Accept must allow {0}")]
+    NotAcceptable(&'static str),
+    /// Body over `server.max_body_bytes`.
+    #[error("body exceeds {limit_bytes} bytes")]
+    PayloadTooLarge {
+        /// The configured limit, in bytes.
+        limit_bytes: usize,
+    },
+    /// The body could not be read from the connection.
+    #[error("body could not be read")]
+    BodyRead,
+    /// The body is not JSON-RPC.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Batches are refused for clients of 2025-06-18 or newer.
+    #[error("batches are not supported by protocol version {0}")]
+    BatchNotAllowed(&'static str),
+    /// No `Mcp-Session-Id` on a request that needs one (SPEC.md 10).
+    #[error("Mcp-Session-Id header is required")]
+    MissingSession,
+    /// Unknown, ended or expired session (SPEC.md 11): re-initialize.
+    #[error("session not found")]
+    UnknownSession,
+    /// Invalid or unsupported `MCP-Protocol-Version` (SPEC.md 7).
+    #[error("unsupported MCP-Protocol-Version: {0}")]
+    BadProtocolVersion(String),
+    /// The same request id is already in flight in this session (SPEC.md 13).
+    #[error("request id {0} is already in flight in this session")]
+    DuplicateRequestId(RequestId),
+    /// The gateway is draining: no new sessions or calls.
+    #[error("gateway is shutting down")]
+    Draining,
+}
+
+impl DownstreamError {
+    /// HTTP status and JSON-RPC code: the single mapping.
+    pub fn status_and_code(&self) -> (StatusCode, i64) {
+        use DownstreamError as E;
+        match self {
+            E::ForbiddenHost | E::ForbiddenOrigin => (StatusCode::FORBIDDEN, code::INVALID_REQUEST),
+            E::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_REQUEST),
+            E::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, code::INVALID_REQUEST),
+            E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_REQUEST),
+            E::BodyRead => (StatusCode::BAD_REQUEST, code::PARSE_ERROR),
+            E::Parse(p) => (StatusCode::BAD_REQUEST, p.code()),
+            E::BatchNotAllowed(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+            E::MissingSession => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+            E::UnknownSession => (StatusCode::NOT_FOUND, code::INVALID_REQUEST),
+            E::BadProtocolVersion(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+            E::DuplicateRequestId(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+            E::Draining => (StatusCode::SERVICE_UNAVAILABLE, code::DRAINING),
+        }
+    }
+}
+
+impl IntoResponse for DownstreamError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let id = match &self {
+            DownstreamError::DuplicateRequestId(id) => Some(id.clone()),
+            _ => None,
+        };
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": ErrorObject::new(code, self.to_string()),
+        });
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(self, DownstreamError::Draining) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

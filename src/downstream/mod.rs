@@ -1,0 +1,53 @@
+//! The downstream side: the HTTP routes clients connect to.
+//!
+//! - `post.rs` — `POST /mcp` (messages in; JSON or SSE answers).
+//! - `get.rs` — `GET /mcp` (server→client stream) and `DELETE /mcp`.
+//! - `sse.rs` — stream ids, event ids, priming and keep-alive.
+//! - `session.rs` — sessions and their in-flight requests.
+//! - `guard.rs` — Host/Origin/Accept/Content-Type/version checks.
+//! - `error.rs` — refusals mapped to HTTP status + JSON-RPC error.
+//! - `health.rs` — `/healthz` and `/readyz`.
+
+mod error;
+mod get;
+mod guard;
+mod health;
+mod post;
+mod session;
+mod sse;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use http::HeaderMap;
+
+pub use self::error::DownstreamError;
+pub use self::guard::{SESSION_HEADER, VERSION_HEADER};
+pub use self::session::{Outbound, STREAM_QUEUE, Session, Sessions, Sink};
+use crate::gateway::Gateway;
+
+/// The axum router: the MCP endpoint at `server.path`, plus `/healthz` and
+/// `/readyz`. Usable in-process (tower `oneshot`) or behind a listener.
+pub fn routes(gw: Arc<Gateway>) -> Router {
+    let path = gw.config.server.path.clone();
+    Router::new()
+        .route(&path, post(post::post).get(get::get).delete(get::delete))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(gw)
+}
+
+/// The session named by `Mcp-Session-Id`.
+///
+/// # Errors
+/// [`DownstreamError::MissingSession`] (400) without the header,
+/// [`DownstreamError::UnknownSession`] (404) if unknown or ended.
+fn session_of(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, DownstreamError> {
+    let id = headers
+        .get(SESSION_HEADER)
+        .ok_or(DownstreamError::MissingSession)?
+        .to_str()
+        .map_err(|_| DownstreamError::UnknownSession)?;
+    gw.sessions.get(id).ok_or(DownstreamError::UnknownSession)
+}

@@ -1,0 +1,99 @@
+//! The gateway: configuration, upstream supervisors, router and sessions,
+//! wired together; and the drain that ends them in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::downstream::Sessions;
+use crate::router::Router;
+use crate::upstream::Upstream;
+
+/// Capacity of the upstream event channel (messages).
+const EVENT_QUEUE: usize = 1024;
+
+/// Everything one running gateway holds.
+pub struct Gateway {
+    /// The configuration it runs with.
+    pub config: Arc<Config>,
+    /// Routing state and the upstreams.
+    pub router: Arc<Router>,
+    /// Live downstream sessions.
+    pub sessions: Arc<Sessions>,
+    /// Fired when the drain starts: readiness goes red, GET streams close,
+    /// new sessions and calls are refused.
+    pub draining: CancellationToken,
+    stop_upstreams: CancellationToken,
+    supervisors: TaskTracker,
+}
+
+impl Gateway {
+    /// Starts a supervisor per upstream and the upstream event loop. Must be
+    /// called inside a tokio runtime.
+    pub fn start(config: Config) -> Arc<Gateway> {
+        let upstreams: Vec<_> = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, (name, u))| Upstream::new(i, name, u.get_ref().clone()))
+            .collect();
+        let router = Arc::new(Router::new(&config, upstreams.clone()));
+        let sessions = Arc::new(Sessions::default());
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let stop_upstreams = CancellationToken::new();
+        let supervisors = TaskTracker::new();
+        for u in upstreams {
+            supervisors.spawn(u.supervise(events_tx.clone(), stop_upstreams.clone()));
+        }
+        supervisors.close();
+        tokio::spawn(router.clone().run_events(events_rx, sessions.clone()));
+        Arc::new(Gateway {
+            config: Arc::new(config),
+            router,
+            sessions,
+            draining: CancellationToken::new(),
+            stop_upstreams,
+            supervisors,
+        })
+    }
+
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Starts the drain: `/readyz` → 503, GET streams close, new sessions
+    /// and new calls get 503; calls in flight continue.
+    pub fn begin_drain(&self) {
+        if !self.draining.is_cancelled() {
+            tracing::info!(
+                calls_in_flight = self.router.calls_in_flight(),
+                "drain started"
+            );
+        }
+        self.draining.cancel();
+    }
+
+    /// Waits until no upstream call is in flight, or `deadline` passes.
+    /// Returns the number of calls still in flight (0 = all finished).
+    pub async fn wait_calls_done(&self, deadline: Duration) -> usize {
+        let wait = async {
+            while self.router.calls_in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.router.calls_in_flight()
+    }
+
+    /// Closes every upstream (children: stdin-close → SIGTERM → SIGKILL)
+    /// and waits for their supervisors to finish.
+    pub async fn stop_upstreams(&self) {
+        self.stop_upstreams.cancel();
+        self.supervisors.wait().await;
+    }
+}

@@ -1,0 +1,470 @@
+//! The router: which upstream serves a downstream message, and how each
+//! message finds its way back.
+//!
+//! - `catalog.rs` — the merged, namespaced view of all upstreams' lists.
+//! - `mod.rs` — downstream → upstream: local answers (`initialize`, `ping`,
+//!   list methods), routing by tool/prompt name or resource URI, id and
+//!   `progressToken` rewriting, cancellation mapping.
+//! - `events.rs` — upstream → downstream: progress, logging, list_changed,
+//!   cancellations and server→client requests routed to the owning session.
+
+mod catalog;
+mod events;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+pub use self::catalog::{Catalog, Target, ToolEntry};
+use crate::config::Config;
+use crate::downstream::{Outbound, Session, Sink};
+use crate::jsonrpc::{
+    ErrorObject, Message, Notification, Request, RequestId, Response, code, empty_object, to_raw,
+};
+use crate::mcp::{self, Params, method};
+use crate::upstream::{Upstream, UpstreamError, UpstreamState};
+
+/// How a call's upstream messages get back to the downstream client.
+pub(crate) struct CallRoute {
+    pub(crate) session: Arc<Session>,
+    /// The downstream's `progressToken`, restored on progress notifications.
+    pub(crate) progress_token: Option<Box<RawValue>>,
+    /// The call's SSE stream; `None` when the client asked for JSON.
+    pub(crate) sink: Option<Sink>,
+}
+
+/// A server→client request forwarded to a session, awaiting its answer.
+pub(crate) struct ServerRequestRoute {
+    pub(crate) session: Arc<str>,
+    pub(crate) upstream: usize,
+    pub(crate) upstream_id: RequestId,
+}
+
+/// Routing state shared by all downstream sessions.
+pub struct Router {
+    upstreams: Vec<Arc<Upstream>>,
+    prefixes: Vec<Option<String>>,
+    separator: String,
+    startup_wait: Duration,
+    catalog: RwLock<Arc<Catalog>>,
+    /// (upstream, upstream request id) → route back, for every call in flight.
+    calls: Mutex<HashMap<(usize, u64), Arc<CallRoute>>>,
+    /// Ballast's downstream-facing id → the upstream request it stands for.
+    server_requests: Mutex<HashMap<i64, ServerRequestRoute>>,
+    next_server_request_id: AtomicI64,
+}
+
+impl Router {
+    /// A router over `upstreams` (indexed as in the config).
+    pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>) -> Self {
+        Self {
+            prefixes: config.prefixes(),
+            separator: config.catalog.separator.clone(),
+            startup_wait: config.server.startup_wait,
+            upstreams,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            calls: Mutex::new(HashMap::new()),
+            server_requests: Mutex::new(HashMap::new()),
+            next_server_request_id: AtomicI64::new(1),
+        }
+    }
+
+    /// The upstreams, by index.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The current merged catalog, rebuilt if an upstream changed.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        let current = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
+        if current.is_current(&self.upstreams) {
+            return current;
+        }
+        let fresh = Arc::new(Catalog::build(
+            &self.upstreams,
+            &self.prefixes,
+            &self.separator,
+        ));
+        if let Ok(mut c) = self.catalog.write() {
+            *c = fresh.clone();
+        }
+        fresh
+    }
+
+    /// Whether every required upstream is ready.
+    pub fn is_ready(&self) -> bool {
+        self.upstreams
+            .iter()
+            .all(|u| !u.config.required || matches!(u.state(), UpstreamState::Ready(_)))
+    }
+
+    /// Waits up to the configured `startup_wait` for every required upstream.
+    pub async fn wait_ready(&self) {
+        let all = async {
+            for u in self.upstreams.iter().filter(|u| u.config.required) {
+                let _ = u.connection(self.startup_wait).await;
+            }
+        };
+        let _ = tokio::time::timeout(self.startup_wait, all).await;
+    }
+
+    /// Number of upstream calls in flight (for the drain).
+    pub fn calls_in_flight(&self) -> usize {
+        self.lock_calls().len()
+    }
+
+    /// The `initialize` result for a client that negotiated `version`:
+    /// capabilities merged from every ready upstream (L25).
+    pub fn initialize_result(&self, version: &str) -> Box<RawValue> {
+        let mut caps = serde_json::Map::new();
+        let mut instructions = Vec::new();
+        for u in &self.upstreams {
+            let Some(conn) = u.current() else { continue };
+            let Some(info) = conn.info() else { continue };
+            let has = |k: &str| info.capabilities.get(k).is_some_and(|v| !v.is_null());
+            for k in ["tools", "prompts"] {
+                if has(k) {
+                    caps.insert(k.into(), json!({ "listChanged": true }));
+                }
+            }
+            if has("resources") {
+                let subscribe =
+                    info.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true));
+                let prev = caps
+                    .get("resources")
+                    .and_then(|r| r.get("subscribe"))
+                    .and_then(Value::as_bool);
+                caps.insert(
+                    "resources".into(),
+                    json!({ "listChanged": true, "subscribe": subscribe || prev == Some(true) }),
+                );
+            }
+            for k in ["logging", "completions"] {
+                if has(k) {
+                    caps.insert(k.into(), json!({}));
+                }
+            }
+            if let Some(i) = &info.instructions {
+                instructions.push(i.clone());
+            }
+        }
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": caps,
+            "serverInfo": { "name": "ballast", "version": env!("CARGO_PKG_VERSION") },
+        });
+        if !instructions.is_empty() {
+            result["instructions"] = json!(instructions.join("\n\n"));
+        }
+        to_raw(&result)
+    }
+
+    /// Answers one downstream request (anything but `initialize`): locally,
+    /// from the catalog, or by forwarding it to the upstream that owns it.
+    /// Interim messages (progress, server→client requests) go to `sink`.
+    pub(crate) async fn handle_request(
+        &self,
+        session: &Arc<Session>,
+        request: Request,
+        sink: Option<Sink>,
+    ) -> Response {
+        let Request { id, method, params } = request;
+        if method == method::PING {
+            return Response::ok(id, empty_object());
+        }
+        if let Some(list) = self.catalog().list_result(&method) {
+            return Response::ok(id, list.to_owned());
+        }
+        if method == method::SET_LEVEL {
+            return self.broadcast_set_level(id, params).await;
+        }
+        let (upstream, params) = match self.route(&method, params) {
+            Ok(r) => r,
+            Err(e) => return Response::err(Some(id), &e),
+        };
+        self.forward(session, upstream, id, &method, params, sink)
+            .await
+    }
+
+    /// Picks the upstream for a method and rewrites namespaced names.
+    fn route(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(usize, Option<Box<RawValue>>), ErrorObject> {
+        let catalog = self.catalog();
+        match method {
+            method::TOOLS_CALL | method::PROMPTS_GET => {
+                let mut p = Params::split(params.as_deref()).ok_or_else(|| {
+                    ErrorObject::new(code::INVALID_PARAMS, "params must be an object")
+                })?;
+                let name = p.str_field("name").ok_or_else(|| {
+                    ErrorObject::new(code::INVALID_PARAMS, "params.name is required")
+                })?;
+                let target = if method == method::TOOLS_CALL {
+                    catalog.tool(&name).map(|t| t.target.clone())
+                } else {
+                    catalog.prompt(&name).cloned()
+                };
+                let target = target
+                    .or_else(|| self.target_by_prefix(&name))
+                    .ok_or_else(|| {
+                        ErrorObject::new(
+                            code::INVALID_PARAMS,
+                            format!(
+                                "unknown {}: {name}",
+                                if method == method::TOOLS_CALL {
+                                    "tool"
+                                } else {
+                                    "prompt"
+                                }
+                            ),
+                        )
+                    })?;
+                p.set("name", &target.name);
+                Ok((target.upstream, Some(p.into_raw())))
+            }
+            method::RESOURCES_READ
+            | method::RESOURCES_SUBSCRIBE
+            | method::RESOURCES_UNSUBSCRIBE => {
+                let uri = Params::split(params.as_deref()).and_then(|p| p.str_field("uri"));
+                let uri = uri.ok_or_else(|| {
+                    ErrorObject::new(code::INVALID_PARAMS, "params.uri is required")
+                })?;
+                let upstream = catalog
+                    .resource_upstream(&uri)
+                    .or_else(|| (self.upstreams.len() == 1).then_some(0))
+                    .ok_or_else(|| {
+                        ErrorObject::new(code::INVALID_PARAMS, format!("unknown resource: {uri}"))
+                    })?;
+                Ok((upstream, params))
+            }
+            method::COMPLETE => self.route_completion(&catalog, params),
+            _ => Ok((0, params)),
+        }
+    }
+
+    /// A namespaced name whose prefix names an upstream (used while that
+    /// upstream is not ready, so the call waits for it instead of failing);
+    /// with a single un-namespaced upstream, that upstream.
+    fn target_by_prefix(&self, name: &str) -> Option<Target> {
+        if self.upstreams.len() == 1 && self.prefixes[0].is_none() {
+            return Some(Target {
+                upstream: 0,
+                name: name.to_owned(),
+            });
+        }
+        let (prefix, rest) = name.split_once(self.separator.as_str())?;
+        let upstream = self
+            .prefixes
+            .iter()
+            .position(|p| p.as_deref() == Some(prefix))?;
+        Some(Target {
+            upstream,
+            name: rest.to_owned(),
+        })
+    }
+
+    fn route_completion(
+        &self,
+        catalog: &Catalog,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(usize, Option<Box<RawValue>>), ErrorObject> {
+        let mut p = Params::split(params.as_deref())
+            .ok_or_else(|| ErrorObject::new(code::INVALID_PARAMS, "params must be an object"))?;
+        let mut reference: Value =
+            p.0.get("ref")
+                .and_then(|r| serde_json::from_str(r.get()).ok())
+                .ok_or_else(|| ErrorObject::new(code::INVALID_PARAMS, "params.ref is required"))?;
+        if let Some(name) = reference.get("name").and_then(Value::as_str) {
+            let target = catalog
+                .prompt(name)
+                .cloned()
+                .or_else(|| self.target_by_prefix(name))
+                .ok_or_else(|| {
+                    ErrorObject::new(code::INVALID_PARAMS, format!("unknown prompt: {name}"))
+                })?;
+            reference["name"] = json!(target.name);
+            p.set("ref", &reference);
+            return Ok((target.upstream, Some(p.into_raw())));
+        }
+        let uri = reference
+            .get("uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let upstream = catalog.resource_upstream(uri).unwrap_or(0);
+        Ok((upstream, params))
+    }
+
+    /// Sends a request to upstream `index` with Ballast's own id and
+    /// `progressToken`, and restores the downstream id on the answer.
+    async fn forward(
+        &self,
+        session: &Arc<Session>,
+        index: usize,
+        downstream_id: RequestId,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        sink: Option<Sink>,
+    ) -> Response {
+        let upstream = &self.upstreams[index];
+        let conn = match upstream.connection(self.startup_wait).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Response::err(Some(downstream_id), &e.to_error_object(&upstream.name));
+            }
+        };
+        let upstream_id = conn.next_id();
+        let mut progress_token = None;
+        let params = match Params::split(params.as_deref()) {
+            Some(mut p) => match p.progress_token() {
+                Some(token) => {
+                    progress_token = Some(token);
+                    // Ballast's progress token for this call is its upstream id:
+                    // unique among active requests (SPEC.md 24).
+                    p.set_progress_token(&upstream_id);
+                    Some(p.into_raw())
+                }
+                None => params,
+            },
+            None => params,
+        };
+        let route = Arc::new(CallRoute {
+            session: session.clone(),
+            progress_token,
+            sink,
+        });
+        self.lock_calls().insert((index, upstream_id), route);
+        session.forwarded(&downstream_id, index, upstream_id);
+        let result = conn.request(upstream_id, method, params).await;
+        self.lock_calls().remove(&(index, upstream_id));
+        match result {
+            Ok(response) => Response {
+                id: Some(downstream_id),
+                outcome: response.outcome,
+            },
+            Err(UpstreamError::Cancelled) => Response::err(
+                Some(downstream_id),
+                &ErrorObject::new(code::INTERNAL_ERROR, "request cancelled"),
+            ),
+            Err(e) => {
+                tracing::debug!(upstream = %upstream.name, error = %e, kind = e.kind(), "call failed");
+                Response::err(Some(downstream_id), &e.to_error_object(&upstream.name))
+            }
+        }
+    }
+
+    async fn broadcast_set_level(&self, id: RequestId, params: Option<Box<RawValue>>) -> Response {
+        for u in &self.upstreams {
+            let Some(conn) = u.current() else { continue };
+            let has_logging = conn
+                .info()
+                .is_some_and(|i| i.capabilities.get("logging").is_some());
+            if has_logging {
+                let _ = conn
+                    .request(conn.next_id(), method::SET_LEVEL, params.clone())
+                    .await;
+            }
+        }
+        Response::ok(id, empty_object())
+    }
+
+    /// Handles a downstream notification: `initialized`, `cancelled` (mapped
+    /// to the upstream call), or anything else (sent to every ready upstream).
+    pub(crate) async fn handle_notification(&self, session: &Arc<Session>, n: Notification) {
+        match n.method.as_str() {
+            method::INITIALIZED => session.mark_initialized(),
+            method::CANCELLED => {
+                let p = Params::split(n.params.as_deref());
+                let id = p
+                    .as_ref()
+                    .and_then(|p| p.0.get("requestId"))
+                    .and_then(|r| serde_json::from_str::<RequestId>(r.get()).ok());
+                let reason = p
+                    .and_then(|p| p.str_field("reason"))
+                    .unwrap_or_else(|| "cancelled by client".into());
+                let Some((index, upstream_id)) = id.and_then(|id| session.upstream_call(&id))
+                else {
+                    return; // already finished: a normal race (U25)
+                };
+                if let Some(conn) = self.upstreams[index].current() {
+                    conn.cancel(upstream_id, &reason).await;
+                }
+            }
+            _ => {
+                for u in &self.upstreams {
+                    if let Some(conn) = u.current() {
+                        let _ = conn.notify(&n.method, n.params.clone()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a downstream response: the answer to a server→client request
+    /// Ballast forwarded; it goes back to the upstream under its own id.
+    /// Answers to requests Ballast never sent are ignored (and logged).
+    pub(crate) async fn handle_response(&self, session: &Arc<Session>, response: Response) {
+        let route = match &response.id {
+            Some(RequestId::Number(n)) => {
+                let mut map = self.lock_server_requests();
+                match map.get(n) {
+                    Some(r) if *r.session == *session.id => map.remove(n),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(route) = route else {
+            tracing::debug!(session = %session.id, id = ?response.id, "response to no request Ballast sent; ignored");
+            return;
+        };
+        if let Some(conn) = self.upstreams[route.upstream].current() {
+            let _ = conn.respond(route.upstream_id, response.outcome).await;
+        }
+    }
+
+    /// Cancels every upstream call of a session that ended (DELETE).
+    pub(crate) async fn end_session(&self, session: &Session) {
+        for (index, upstream_id) in session.upstream_calls() {
+            if let Some(conn) = self.upstreams[index].current() {
+                conn.cancel(upstream_id, "session ended").await;
+            }
+        }
+    }
+
+    fn lock_calls(&self) -> MutexGuard<'_, HashMap<(usize, u64), Arc<CallRoute>>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_server_requests(&self) -> MutexGuard<'_, HashMap<i64, ServerRequestRoute>> {
+        self.server_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sends one message on a call's stream, or on the session's GET stream
+/// when the call has no stream. Returns false if it could not be queued.
+pub(crate) fn deliver(route: &CallRoute, message: Message) -> bool {
+    let bytes = message.to_bytes();
+    if let Some(sink) = &route.sink
+        && sink.try_send(Outbound::Interim(bytes.clone())).is_ok()
+    {
+        return true;
+    }
+    route.session.send_on_get_stream(bytes)
+}
+
+/// The negotiated version for a client's `initialize` params.
+pub(crate) fn negotiated_version(params: Option<&RawValue>) -> &'static str {
+    let requested = params
+        .and_then(|p| serde_json::from_str::<mcp::InitializeParams>(p.get()).ok())
+        .map(|p| p.protocol_version)
+        .unwrap_or_default();
+    mcp::negotiate(&requested)
+}

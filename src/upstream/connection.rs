@@ -1,0 +1,312 @@
+//! One live connection to an upstream, whatever its transport: Ballast's own
+//! request ids (unique per upstream, never reused — SPEC.md 13), the map of
+//! requests awaiting answers, the `initialize` handshake Ballast performs
+//! itself (L25), and dispatch of what the upstream sends on its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::transport::{INCOMING_CAPACITY, Incoming, Transport};
+use super::{UpstreamError, UpstreamEvent};
+use crate::config::UpstreamConfig;
+use crate::jsonrpc::{Message, Notification, Request, RequestId, Response, empty_object, to_raw};
+use crate::mcp::{LATEST_LEGACY, method};
+
+type Answer = oneshot::Sender<Result<Response, UpstreamError>>;
+
+/// What the upstream said about itself in its `initialize` result.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    /// The protocol version the upstream agreed to.
+    pub protocol_version: String,
+    /// Its capabilities object (`tools`, `resources`, `prompts`, `logging`, …).
+    #[serde(default)]
+    pub capabilities: serde_json::Value,
+    /// Its `serverInfo` (`name`, `version`, …).
+    #[serde(default)]
+    pub server_info: serde_json::Value,
+    /// Its `instructions`, if any.
+    pub instructions: Option<String>,
+}
+
+/// A live upstream connection.
+pub struct Connection {
+    name: Arc<str>,
+    index: usize,
+    transport: Transport,
+    pending: Mutex<HashMap<u64, Answer>>,
+    ids: Arc<AtomicU64>,
+    closed: CancellationToken,
+    info: OnceLock<ServerInfo>,
+    request_timeout: Duration,
+}
+
+impl Connection {
+    /// Opens the transport and starts dispatching what it delivers. Call
+    /// [`Connection::initialize`] next.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Spawn`] if a stdio child cannot start.
+    pub(crate) fn open(
+        index: usize,
+        name: Arc<str>,
+        cfg: &UpstreamConfig,
+        ids: Arc<AtomicU64>,
+        events: mpsc::Sender<UpstreamEvent>,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
+        let transport = Transport::open(&name, cfg, tx)?;
+        let conn = Arc::new(Connection {
+            name,
+            index,
+            transport,
+            pending: Mutex::new(HashMap::new()),
+            ids,
+            closed: CancellationToken::new(),
+            info: OnceLock::new(),
+            request_timeout: cfg.request_timeout,
+        });
+        tokio::spawn(conn.clone().dispatch(rx, events));
+        Ok(conn)
+    }
+
+    /// Runs the `initialize` handshake: request, then `notifications/initialized`.
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`]; [`UpstreamError::Timeout`] after `timeout`.
+    pub(crate) async fn initialize(&self, timeout: Duration) -> Result<&ServerInfo, UpstreamError> {
+        let params = json!({
+            "protocolVersion": LATEST_LEGACY,
+            "capabilities": { "sampling": {}, "elicitation": {}, "roots": { "listChanged": true } },
+            "clientInfo": { "name": "ballast", "version": env!("CARGO_PKG_VERSION") },
+        });
+        let id = self.next_id();
+        let response = tokio::time::timeout(
+            timeout,
+            self.request(id, method::INITIALIZE, Some(to_raw(&params))),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout { timeout })??;
+        let result = response
+            .outcome
+            .map_err(|e| UpstreamError::Protocol(format!("initialize failed: {}", e.get())))?;
+        let info: ServerInfo = serde_json::from_str(result.get())
+            .map_err(|e| UpstreamError::Protocol(format!("bad initialize result: {e}")))?;
+        self.transport.set_protocol_version(&info.protocol_version);
+        self.notify(method::INITIALIZED, None).await?;
+        tracing::info!(
+            upstream = %self.name,
+            protocol_version = %info.protocol_version,
+            server = %info.server_info,
+            "upstream initialized"
+        );
+        Ok(self.info.get_or_init(|| info))
+    }
+
+    /// The upstream's `initialize` answer, once initialized.
+    pub fn info(&self) -> Option<&ServerInfo> {
+        self.info.get()
+    }
+
+    /// A fresh request id for this upstream.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends request `id` and waits for its answer, at most the configured
+    /// `request_timeout`; on expiry the upstream gets `notifications/cancelled`
+    /// (SPEC.md 26).
+    ///
+    /// # Errors
+    /// [`UpstreamError::Timeout`], [`UpstreamError::Closed`] (connection lost
+    /// after sending: outcome unknown), [`UpstreamError::Cancelled`], or a
+    /// transport error.
+    pub(crate) async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<Response, UpstreamError> {
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(id, tx);
+        let frame = Message::Request(Request {
+            id: RequestId::Number(id as i64),
+            method: method.to_owned(),
+            params,
+        })
+        .to_bytes();
+        if let Err(e) = self.transport.send(frame, Some(id), Some(method)).await {
+            self.lock_pending().remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(UpstreamError::Cancelled),
+            Err(_) => {
+                self.cancel(id, "timeout").await;
+                Err(UpstreamError::Timeout {
+                    timeout: self.request_timeout,
+                })
+            }
+        }
+    }
+
+    /// Sends a notification.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Closed`] if the transport is gone.
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(), UpstreamError> {
+        let frame = Message::Notification(Notification {
+            method: method.to_owned(),
+            params,
+        })
+        .to_bytes();
+        self.transport.send(frame, None, Some(method)).await
+    }
+
+    /// Answers a request the upstream sent (server→client direction).
+    ///
+    /// # Errors
+    /// [`UpstreamError::Closed`] if the transport is gone.
+    pub(crate) async fn respond(
+        &self,
+        id: RequestId,
+        outcome: Result<Box<RawValue>, Box<RawValue>>,
+    ) -> Result<(), UpstreamError> {
+        let frame = Message::Response(Response {
+            id: Some(id),
+            outcome,
+        })
+        .to_bytes();
+        self.transport.send(frame, None, None).await
+    }
+
+    /// Stops waiting for request `id` and tells the upstream to stop too
+    /// (`notifications/cancelled`, U25). The waiting caller gets
+    /// [`UpstreamError::Cancelled`].
+    pub(crate) async fn cancel(&self, id: u64, reason: &str) {
+        if self.lock_pending().remove(&id).is_some() {
+            let params = to_raw(&json!({ "requestId": id, "reason": reason }));
+            let _ = self.notify(method::CANCELLED, Some(params)).await;
+        }
+    }
+
+    /// Closes the transport (stdio: stdin-close → SIGTERM → SIGKILL).
+    pub(crate) async fn close(&self) {
+        self.closed.cancel();
+        self.transport.close().await;
+        self.fail_all();
+    }
+
+    /// Resolves when the connection is gone (child exited or closed).
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    /// The stdio child's pid, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.transport.pid()
+    }
+
+    /// Number of requests awaiting an answer.
+    pub fn in_flight(&self) -> usize {
+        self.lock_pending().len()
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Answer>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail_all(&self) {
+        for (_, answer) in self.lock_pending().drain() {
+            let _ = answer.send(Err(UpstreamError::Closed));
+        }
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Incoming>,
+        events: mpsc::Sender<UpstreamEvent>,
+    ) {
+        loop {
+            let incoming = tokio::select! {
+                i = rx.recv() => i,
+                () = self.closed.cancelled() => None,
+            };
+            let Some(incoming) = incoming else { break };
+            match incoming {
+                Incoming::Failed { id, error } => {
+                    if let Some(answer) = self.lock_pending().remove(&id) {
+                        let _ = answer.send(Err(error));
+                    }
+                }
+                Incoming::Message { message, origin } => {
+                    self.on_message(message, origin, &events).await
+                }
+            }
+        }
+        self.closed.cancel();
+        self.fail_all();
+    }
+
+    async fn on_message(
+        &self,
+        message: Message,
+        origin: Option<u64>,
+        events: &mpsc::Sender<UpstreamEvent>,
+    ) {
+        let upstream = self.index;
+        match message {
+            Message::Response(response) => {
+                let id = match &response.id {
+                    Some(RequestId::Number(n)) => u64::try_from(*n).ok(),
+                    _ => None,
+                };
+                let answer = id.and_then(|id| self.lock_pending().remove(&id));
+                match answer {
+                    Some(answer) => {
+                        let _ = answer.send(Ok(response));
+                    }
+                    // Late answer to a cancelled or timed-out request: normal race (U25).
+                    None => {
+                        tracing::debug!(upstream = %self.name, id = ?response.id, "answer to no pending request; ignored")
+                    }
+                }
+            }
+            Message::Request(request) if request.method == method::PING => {
+                let _ = self.respond(request.id, Ok(empty_object())).await;
+            }
+            Message::Request(request) => {
+                let _ = events
+                    .send(UpstreamEvent::Request {
+                        upstream,
+                        request,
+                        origin,
+                    })
+                    .await;
+            }
+            Message::Notification(notification) => {
+                let _ = events
+                    .send(UpstreamEvent::Notification {
+                        upstream,
+                        notification,
+                        origin,
+                    })
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Errors of the upstream layer, classified by kind (never by message text).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::jsonrpc::{ErrorObject, code};
+
+/// Why a request to an upstream produced no upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The stdio child could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The program.
+        command: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upstream is not connected (starting, restarting, or stopped).
+    #[error("upstream is not connected")]
+    NotConnected,
+    /// The connection ended before the answer came; the request may have
+    /// reached the upstream (outcome unknown).
+    #[error("upstream connection closed before the answer")]
+    Closed,
+    /// No answer within the request timeout.
+    #[error("no answer within {timeout:?}")]
+    Timeout {
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The remote upstream answered with a non-success HTTP status.
+    #[error("upstream answered HTTP {status}")]
+    HttpStatus {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The HTTP request to the remote upstream failed (connect, TLS, I/O).
+    #[error("HTTP transport: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The upstream broke the protocol (e.g. unparseable `initialize` result).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The request was cancelled (by the downstream client or the drain).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl UpstreamError {
+    /// A short stable name for logs, metrics and error `data`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Spawn { .. } => "spawn",
+            UpstreamError::NotConnected => "not_connected",
+            UpstreamError::Closed => "closed",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::HttpStatus { .. } => "http_status",
+            UpstreamError::Http(_) => "http_transport",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Cancelled => "cancelled",
+        }
+    }
+
+    /// The JSON-RPC error a downstream client receives for this failure of
+    /// upstream `upstream`. Detail beyond the kind stays in the log.
+    pub fn to_error_object(&self, upstream: &str) -> ErrorObject {
+        let mut e = ErrorObject::new(
+            code::UPSTREAM_UNAVAILABLE,
+            format!("upstream {upstream:?}: {self}"),
+        );
+        let mut data = json!({ "upstream": upstream, "kind": self.kind() });
+        if let UpstreamError::HttpStatus { status } = self {
+            data["status"] = json!(status);
+        }
+        e.data = Some(data);
+        e
+    }
+}

@@ -1,0 +1,275 @@
+//! Upstreams: the MCP servers behind Ballast.
+//!
+//! Each kind (stdio child, remote Streamable HTTP) implements the same
+//! transport shape (`transport.rs`); [`Connection`] adds ids, the pending
+//! map and the `initialize` handshake on top; [`Upstream`] supervises
+//! connections: connect with backoff, reconnect (restart a child) when one
+//! ends, and publish its state for routing and `/readyz`.
+
+mod connection;
+mod error;
+mod http;
+mod lists;
+mod stdio;
+mod transport;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use self::connection::{Connection, ServerInfo};
+pub use self::error::UpstreamError;
+pub use self::lists::Lists;
+use crate::config::UpstreamConfig;
+use crate::jsonrpc::{Notification, Request};
+
+/// First pause before reconnecting; doubles per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A connection that lived this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Something an upstream sent on its own, or a change of its state, for the
+/// router.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    /// A notification (progress, logging, list_changed, cancelled, …).
+    Notification {
+        /// Index of the upstream in the config.
+        upstream: usize,
+        /// The notification, params raw.
+        notification: Notification,
+        /// The upstream request whose response stream carried it, if known.
+        origin: Option<u64>,
+    },
+    /// A server→client request (sampling, elicitation, roots/list, …).
+    Request {
+        /// Index of the upstream in the config.
+        upstream: usize,
+        /// The request with the upstream's own id.
+        request: Request,
+        /// The upstream request whose response stream carried it, if known.
+        origin: Option<u64>,
+    },
+    /// The upstream became ready or stopped being ready.
+    StateChanged {
+        /// Index of the upstream in the config.
+        upstream: usize,
+    },
+}
+
+/// Where an upstream is in its life.
+#[derive(Clone)]
+pub enum UpstreamState {
+    /// Connecting or restarting; `attempt` counts failures since the last success.
+    Connecting {
+        /// Failed attempts so far.
+        attempt: u32,
+        /// The last failure, for `/readyz`.
+        last_error: Option<String>,
+    },
+    /// Initialized and serving.
+    Ready(Arc<Connection>),
+    /// Shut down.
+    Stopped,
+}
+
+/// One configured upstream and its supervisor state.
+pub struct Upstream {
+    /// Position in the config (used in routing keys).
+    pub index: usize,
+    /// The configured name.
+    pub name: Arc<str>,
+    /// Its settings.
+    pub config: UpstreamConfig,
+    ids: Arc<AtomicU64>,
+    state: watch::Sender<UpstreamState>,
+    lists: std::sync::RwLock<Arc<Lists>>,
+    generation: AtomicU64,
+}
+
+impl Upstream {
+    /// A new, not yet connected upstream.
+    pub fn new(index: usize, name: &str, config: UpstreamConfig) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            name: name.into(),
+            config,
+            ids: Arc::new(AtomicU64::new(1)),
+            state: watch::Sender::new(UpstreamState::Connecting {
+                attempt: 0,
+                last_error: None,
+            }),
+            lists: std::sync::RwLock::new(Arc::new(Lists::default())),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> UpstreamState {
+        self.state.borrow().clone()
+    }
+
+    /// The live connection, if ready.
+    pub fn current(&self) -> Option<Arc<Connection>> {
+        match &*self.state.borrow() {
+            UpstreamState::Ready(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// Waits up to `wait` for a live connection.
+    ///
+    /// # Errors
+    /// [`UpstreamError::NotConnected`] if none appears in time or the
+    /// upstream is stopped.
+    pub async fn connection(&self, wait: Duration) -> Result<Arc<Connection>, UpstreamError> {
+        let mut rx = self.state.subscribe();
+        let ready = rx.wait_for(|s| matches!(s, UpstreamState::Ready(_) | UpstreamState::Stopped));
+        match tokio::time::timeout(wait, ready).await {
+            Ok(Ok(s)) => match &*s {
+                UpstreamState::Ready(c) => Ok(c.clone()),
+                _ => Err(UpstreamError::NotConnected),
+            },
+            _ => Err(UpstreamError::NotConnected),
+        }
+    }
+
+    /// The catalog lists as last fetched (empty while not ready).
+    pub fn lists(&self) -> Arc<Lists> {
+        self.lists.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Bumped whenever [`Upstream::lists`] or the state changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Fetches tools, prompts, resources and templates again from `conn`.
+    pub async fn refresh_lists(&self, conn: &Connection) {
+        let lists = Lists::fetch(conn).await;
+        if let Ok(mut l) = self.lists.write() {
+            *l = Arc::new(lists);
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn set_state(&self, state: UpstreamState) {
+        if !matches!(state, UpstreamState::Ready(_))
+            && let Ok(mut l) = self.lists.write()
+        {
+            *l = Arc::new(Lists::default());
+        }
+        self.state.send_replace(state);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Keeps the upstream connected until `stop` fires: connects and
+    /// initializes with exponential backoff and jitter, fetches the catalog,
+    /// publishes `Ready`, and starts over when the connection ends (a stdio
+    /// child that exits is restarted). On `stop`, closes the connection
+    /// (stdin-close → SIGTERM → SIGKILL for a child) and publishes `Stopped`.
+    pub async fn supervise(
+        self: Arc<Self>,
+        events: mpsc::Sender<UpstreamEvent>,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = MIN_BACKOFF;
+        let mut attempt = 0u32;
+        while !stop.is_cancelled() {
+            match self.connect(&events, &stop).await {
+                Ok(conn) => {
+                    attempt = 0;
+                    self.set_state(UpstreamState::Ready(conn.clone()));
+                    let _ = events
+                        .send(UpstreamEvent::StateChanged {
+                            upstream: self.index,
+                        })
+                        .await;
+                    let since = Instant::now();
+                    tokio::select! {
+                        () = conn.closed() => {}
+                        () = stop.cancelled() => {
+                            conn.close().await;
+                            break;
+                        }
+                    }
+                    tracing::warn!(upstream = %self.name, "upstream connection lost; reconnecting");
+                    self.set_state(UpstreamState::Connecting {
+                        attempt: 0,
+                        last_error: Some("connection lost".into()),
+                    });
+                    let _ = events
+                        .send(UpstreamEvent::StateChanged {
+                            upstream: self.index,
+                        })
+                        .await;
+                    if since.elapsed() >= STABLE_AFTER {
+                        backoff = MIN_BACKOFF;
+                    }
+                }
+                Err(e) => {
+                    attempt += 1;
+                    if attempt == 1 {
+                        tracing::warn!(upstream = %self.name, error = %e, "upstream not available yet; retrying with backoff");
+                    } else {
+                        tracing::debug!(upstream = %self.name, error = %e, attempt, "upstream connect attempt failed");
+                    }
+                    self.set_state(UpstreamState::Connecting {
+                        attempt,
+                        last_error: Some(e.to_string()),
+                    });
+                }
+            }
+            // Full jitter on the upper half: never a thundering herd of restarts.
+            let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.set_state(UpstreamState::Stopped);
+        let _ = events
+            .send(UpstreamEvent::StateChanged {
+                upstream: self.index,
+            })
+            .await;
+    }
+
+    async fn connect(
+        &self,
+        events: &mpsc::Sender<UpstreamEvent>,
+        stop: &CancellationToken,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let conn = Connection::open(
+            self.index,
+            self.name.clone(),
+            &self.config,
+            self.ids.clone(),
+            events.clone(),
+        )?;
+        let ready = async {
+            conn.initialize(self.config.init_timeout).await?;
+            self.refresh_lists(&conn).await;
+            Ok::<_, UpstreamError>(())
+        };
+        let outcome = tokio::select! {
+            r = ready => r,
+            () = stop.cancelled() => Err(UpstreamError::Cancelled),
+            () = conn.closed() => Err(UpstreamError::Closed),
+        };
+        match outcome {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                conn.close().await;
+                Err(e)
+            }
+        }
+    }
+}

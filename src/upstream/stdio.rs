@@ -1,0 +1,271 @@
+//! A stdio upstream: a child process speaking newline-delimited JSON-RPC
+//! (T25 "stdio", SPEC.md 22).
+//!
+//! The child leads its own process group, so shutdown and the drop guard
+//! reach grandchildren too. Its stderr is log output: each line is logged at
+//! INFO, tagged with the upstream name — never as an error.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use super::UpstreamError;
+use super::transport::{Incoming, parse_frame};
+use crate::config::UpstreamConfig;
+
+/// Frames queued for the child's stdin before `send` waits (backpressure).
+const STDIN_QUEUE: usize = 256;
+/// Longest accepted stdout line, in bytes; a longer line is skipped.
+const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A running child process and the tasks that serve its pipes.
+pub(crate) struct StdioTransport {
+    stdin: std::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    pid: u32,
+}
+
+/// Kills the child's whole process group when dropped, unless disarmed
+/// after an orderly shutdown. Covers every exit path, including panics
+/// and runtime teardown.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl StdioTransport {
+    /// Starts the child with the configured program, args, env and cwd.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Spawn`] if the program cannot be started.
+    pub(crate) fn spawn(
+        name: &str,
+        cfg: &UpstreamConfig,
+        incoming: mpsc::Sender<Incoming>,
+    ) -> Result<Self, UpstreamError> {
+        let program = cfg.command.clone().unwrap_or_default();
+        let mut cmd = CommandWrap::with_new(&program, |c| {
+            c.args(&cfg.args)
+                .envs(&cfg.env)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let Some(dir) = &cfg.cwd {
+                c.current_dir(dir);
+            }
+        });
+        cmd.wrap(ProcessGroup::leader());
+        let mut child = cmd.spawn().map_err(|source| UpstreamError::Spawn {
+            command: program.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let name: Arc<str> = name.into();
+        let stdin = child.stdin().take();
+        let stdout = child.stdout().take();
+        let stderr = child.stderr().take();
+        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
+        if let Some(stdin) = stdin {
+            tokio::spawn(write_stdin(name.clone(), stdin, stdin_rx));
+        }
+        if let Some(stdout) = stdout {
+            tokio::spawn(read_stdout(name.clone(), stdout, incoming));
+        }
+        if let Some(stderr) = stderr {
+            tokio::spawn(log_stderr(name.clone(), stderr));
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let grace = cfg.shutdown_grace;
+        tokio::spawn(supervise_process(name.clone(), child, pid, grace, stop_rx));
+        tracing::info!(upstream = %name, pid, command = %program, "started stdio upstream");
+        Ok(Self {
+            stdin: std::sync::Mutex::new(Some(stdin_tx)),
+            stop: std::sync::Mutex::new(Some(stop_tx)),
+            pid,
+        })
+    }
+
+    /// Queues one frame for the child's stdin (a newline is appended).
+    ///
+    /// # Errors
+    /// [`UpstreamError::Closed`] if stdin is closed or the child is gone.
+    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), UpstreamError> {
+        let tx = self
+            .stdin
+            .lock()
+            .map_err(|_| UpstreamError::Closed)?
+            .clone();
+        match tx {
+            Some(tx) => tx.send(frame).await.map_err(|_| UpstreamError::Closed),
+            None => Err(UpstreamError::Closed),
+        }
+    }
+
+    /// Orderly shutdown: close stdin, wait `shutdown_grace`, SIGTERM the
+    /// group, wait again, SIGKILL the group, reap. Returns once the child
+    /// has been reaped.
+    pub(crate) async fn close(&self) {
+        self.stdin.lock().map(|mut s| s.take()).ok();
+        let stop = self.stop.lock().ok().and_then(|mut s| s.take());
+        if let Some(stop) = stop {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+    }
+
+    /// The child's process id (also its process group id).
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Owns the child: reaps it when it exits on its own, or runs the orderly
+/// shutdown when asked. Dropping this task kills the group (guard).
+async fn supervise_process(
+    name: Arc<str>,
+    mut child: Box<dyn ChildWrapper>,
+    pid: u32,
+    grace: Duration,
+    stop: oneshot::Receiver<oneshot::Sender<()>>,
+) {
+    let mut guard = GroupGuard {
+        pgid: i32::try_from(pid).ok(),
+    };
+    tokio::select! {
+        status = child.wait() => {
+            tracing::warn!(upstream = %name, pid, status = ?status.ok(), "stdio upstream exited");
+            // The leader is gone; its group may still hold grandchildren.
+        }
+        stop = stop => {
+            // stdin is already closed by `close` (or the transport was dropped).
+            if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
+                tracing::info!(upstream = %name, pid, ?status, "stdio upstream exited after stdin close");
+            } else {
+                let _ = child.signal(Signal::SIGTERM as i32);
+                if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
+                    tracing::info!(upstream = %name, pid, ?status, "stdio upstream exited after SIGTERM");
+                } else {
+                    let _ = child.start_kill();
+                    let status = child.wait().await;
+                    tracing::warn!(upstream = %name, pid, status = ?status.ok(), "stdio upstream killed with SIGKILL");
+                }
+            }
+            if let Ok(done) = stop {
+                // Kill stragglers left in the group, then report done.
+                if let Some(pgid) = guard.pgid.take() {
+                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+    drop(guard);
+}
+
+async fn write_stdin(
+    name: Arc<str>,
+    mut stdin: impl tokio::io::AsyncWrite + Unpin,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    while let Some(frame) = rx.recv().await {
+        let written = async {
+            stdin.write_all(&frame).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        };
+        if let Err(e) = written.await {
+            // A dead child: the stdout reader sees EOF and ends the connection.
+            tracing::debug!(upstream = %name, error.kind = ?e.kind(), "stdin closed by the child");
+            return;
+        }
+    }
+    // Dropping stdin closes the pipe: the first shutdown step.
+}
+
+async fn read_stdout(
+    name: Arc<str>,
+    stdout: impl AsyncRead + Unpin,
+    incoming: mpsc::Sender<Incoming>,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        match read_line_bounded(&mut reader, &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(upstream = %name, error.kind = ?e.kind(), "stdout read ended");
+                break;
+            }
+        }
+        let frame = line.trim_ascii();
+        if frame.is_empty() {
+            continue;
+        }
+        if let Some(message) = parse_frame(&name, frame)
+            && incoming
+                .send(Incoming::Message {
+                    message,
+                    origin: None,
+                })
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Reads one `\n`-terminated line; skips (and reports) lines longer than
+/// [`MAX_LINE_BYTES`]. Returns the bytes consumed (0 at EOF).
+async fn read_line_bounded(
+    reader: &mut (impl AsyncBufReadExt + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(consumed);
+        }
+        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let n = chunk.len();
+        if line.len() + n <= MAX_LINE_BYTES {
+            line.extend_from_slice(chunk);
+        } else {
+            line.clear();
+        }
+        reader.consume(n);
+        consumed += n;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+async fn log_stderr(name: Arc<str>, stderr: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "ballast::upstream::stderr", upstream = %name, "{line}");
+    }
+}

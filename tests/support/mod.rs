@@ -1,0 +1,244 @@
+//! Test support: a gateway on a real loopback socket in front of the real
+//! demo upstream (the `ballast` binary as a child), and a small MCP client
+//! that speaks Streamable HTTP over reqwest and reads SSE incrementally.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ballast::config::{Config, UpstreamConfig};
+use ballast::{Shutdown, run};
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use sse_stream::SseByteStream;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The `ballast` binary built for this test run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ballast");
+
+/// An upstream config that runs the demo upstream as a child.
+pub fn demo_upstream() -> UpstreamConfig {
+    UpstreamConfig::stdio(BIN, vec!["demo-upstream".into()])
+}
+
+/// A config with one demo upstream named `demo`.
+pub fn demo_config() -> Config {
+    let mut c = Config::default();
+    c.add_upstream("demo", demo_upstream());
+    c
+}
+
+/// A gateway running in-process on 127.0.0.1:<ephemeral>.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub shutdown: Shutdown,
+    handle: JoinHandle<Result<(), ballast::server::ServeError>>,
+}
+
+impl TestGateway {
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        Self::start_on(listener, config)
+    }
+
+    pub fn start_on(listener: TcpListener, config: Config) -> Self {
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}{}", config.server.path);
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(run(listener, config, shutdown.clone()));
+        Self {
+            addr,
+            url,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Drains and waits for the server to return.
+    pub async fn stop(self) {
+        self.shutdown.drain.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("drain finished in time")
+            .expect("server task")
+            .expect("server result");
+    }
+
+    pub async fn readyz(&self) -> (u16, Value) {
+        let r = reqwest::get(format!("http://{}/readyz", self.addr))
+            .await
+            .expect("readyz");
+        (r.status().as_u16(), r.json().await.expect("readyz json"))
+    }
+}
+
+/// One JSON-RPC message read from a response (JSON body or SSE event).
+pub type Messages = std::pin::Pin<Box<dyn Stream<Item = Value> + Send>>;
+
+/// A minimal MCP client over Streamable HTTP.
+pub struct McpClient {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    next_id: i64,
+}
+
+impl McpClient {
+    pub fn new(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            session: None,
+            next_id: 1,
+        }
+    }
+
+    /// `initialize` + `notifications/initialized`.
+    pub async fn connect(url: &str) -> Self {
+        let mut c = Self::new(url);
+        let resp = c
+            .post(&json!({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": { "protocolVersion": "2025-11-25", "capabilities": { "sampling": {}, "elicitation": {} },
+                            "clientInfo": { "name": "test", "version": "0" } }
+            }))
+            .await;
+        assert_eq!(resp.status(), 200, "initialize status");
+        c.session = Some(
+            resp.headers()
+                .get("mcp-session-id")
+                .expect("session id header")
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        );
+        let init = messages(resp).next().await.expect("initialize answer");
+        assert!(init["result"]["protocolVersion"].is_string(), "{init}");
+        let r = c
+            .post(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+            .await;
+        assert_eq!(r.status(), 202);
+        c
+    }
+
+    pub fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// POSTs a body with the session header and both Accept types.
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
+        self.post_with(body, &[]).await
+    }
+
+    pub async fn post_with(&self, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("POST")
+    }
+
+    /// Sends a request and returns (interim messages, final response).
+    pub async fn request(&mut self, method: &str, params: Value) -> (Vec<Value>, Value) {
+        let id = self.next_id();
+        self.request_with_id(json!(id), method, params).await
+    }
+
+    pub async fn request_with_id(
+        &self,
+        id: Value,
+        method: &str,
+        params: Value,
+    ) -> (Vec<Value>, Value) {
+        let resp = self
+            .post(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
+            .await;
+        assert_eq!(resp.status(), 200, "{method} status");
+        let mut interim = Vec::new();
+        let mut stream = messages(resp);
+        while let Some(m) = stream.next().await {
+            if m.get("id") == Some(&id) && (m.get("result").is_some() || m.get("error").is_some()) {
+                return (interim, m);
+            }
+            interim.push(m);
+        }
+        panic!("stream ended without a response to {id}; got {interim:?}");
+    }
+
+    pub async fn call_tool(&mut self, name: &str, args: Value) -> Value {
+        self.request("tools/call", json!({ "name": name, "arguments": args }))
+            .await
+            .1
+    }
+
+    /// Opens the GET stream.
+    pub async fn open_get_stream(&self) -> Messages {
+        let resp = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", self.session.as_deref().unwrap_or(""))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), 200, "GET stream status");
+        messages(resp)
+    }
+
+    pub async fn delete(&self) -> u16 {
+        self.http
+            .delete(&self.url)
+            .header("mcp-session-id", self.session.as_deref().unwrap_or(""))
+            .send()
+            .await
+            .expect("DELETE")
+            .status()
+            .as_u16()
+    }
+}
+
+/// The JSON-RPC messages of a response: the JSON body, or each SSE event's
+/// data (priming events with empty data are skipped).
+pub fn messages(resp: reqwest::Response) -> Messages {
+    let is_sse = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse {
+        Box::pin(
+            SseByteStream::new(resp.bytes_stream()).filter_map(|e| async move {
+                let data = e.ok()?.data?;
+                if data.is_empty() {
+                    return None;
+                }
+                serde_json::from_str(&data).ok()
+            }),
+        )
+    } else {
+        Box::pin(futures_util::stream::once(async move {
+            resp.json::<Value>().await.expect("JSON body")
+        }))
+    }
+}
+
+/// The text of a tools/call result's first content item.
+pub fn text_of(response: &Value) -> &str {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {response}"))
+}
