@@ -81,12 +81,7 @@ impl Gateway {
     /// Waits until no upstream call is in flight, or `deadline` passes.
     /// Returns the number of calls still in flight (0 = all finished).
     pub async fn wait_calls_done(&self, deadline: Duration) -> usize {
-        let wait = async {
-            while self.router.calls_in_flight() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let _ = tokio::time::timeout(deadline, wait).await;
+        let _ = tokio::time::timeout(deadline, self.router.calls_done()).await;
         self.router.calls_in_flight()
     }
 

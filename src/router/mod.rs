@@ -56,6 +56,8 @@ pub struct Router {
     /// Ballast's downstream-facing id → the upstream request it stands for.
     server_requests: Mutex<HashMap<i64, ServerRequestRoute>>,
     next_server_request_id: AtomicI64,
+    /// Woken whenever the last call in flight finishes (for the drain).
+    idle: tokio::sync::Notify,
 }
 
 impl Router {
@@ -70,6 +72,7 @@ impl Router {
             calls: Mutex::new(HashMap::new()),
             server_requests: Mutex::new(HashMap::new()),
             next_server_request_id: AtomicI64::new(1),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -115,6 +118,17 @@ impl Router {
     /// Number of upstream calls in flight (for the drain).
     pub fn calls_in_flight(&self) -> usize {
         self.lock_calls().len()
+    }
+
+    /// Resolves once no upstream call is in flight.
+    pub async fn calls_done(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.calls_in_flight() == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// The `initialize` result for a client that negotiated `version`:
@@ -341,7 +355,14 @@ impl Router {
         self.lock_calls().insert((index, upstream_id), route);
         session.forwarded(&downstream_id, index, upstream_id);
         let result = conn.request(upstream_id, method, params).await;
-        self.lock_calls().remove(&(index, upstream_id));
+        let now_idle = {
+            let mut calls = self.lock_calls();
+            calls.remove(&(index, upstream_id));
+            calls.is_empty()
+        };
+        if now_idle {
+            self.idle.notify_waiters();
+        }
         match result {
             Ok(response) => Response {
                 id: Some(downstream_id),
