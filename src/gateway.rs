@@ -27,6 +27,9 @@ pub struct Gateway {
     /// Fired when the drain starts: readiness goes red, GET streams close,
     /// new sessions and calls are refused.
     pub draining: CancellationToken,
+    /// Fired when the drain has let calls finish: GET streams end with a
+    /// `retry:` hint so clients reconnect (to another replica).
+    pub streams_closing: CancellationToken,
     stop_upstreams: CancellationToken,
     supervisors: TaskTracker,
 }
@@ -56,6 +59,7 @@ impl Gateway {
             router,
             sessions,
             draining: CancellationToken::new(),
+            streams_closing: CancellationToken::new(),
             stop_upstreams,
             supervisors,
         })
@@ -66,8 +70,9 @@ impl Gateway {
         self.draining.is_cancelled()
     }
 
-    /// Starts the drain: `/readyz` → 503, GET streams close, new sessions
-    /// and new calls get 503; calls in flight continue.
+    /// Starts the drain: `/readyz` → 503, new sessions and new calls get
+    /// 503; calls in flight continue (GET streams too, until
+    /// [`Gateway::close_streams`]).
     pub fn begin_drain(&self) {
         if !self.draining.is_cancelled() {
             tracing::info!(
@@ -76,6 +81,11 @@ impl Gateway {
             );
         }
         self.draining.cancel();
+    }
+
+    /// Ends every open SSE GET stream (each gets a `retry:` hint first).
+    pub fn close_streams(&self) {
+        self.streams_closing.cancel();
     }
 
     /// Waits until no upstream call is in flight, or `deadline` passes.

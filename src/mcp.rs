@@ -62,6 +62,8 @@ pub mod method {
     pub const PROMPTS_LIST_CHANGED: &str = "notifications/prompts/list_changed";
     /// Catalog change notifications.
     pub const RESOURCES_LIST_CHANGED: &str = "notifications/resources/list_changed";
+    /// A subscribed resource changed.
+    pub const RESOURCES_UPDATED: &str = "notifications/resources/updated";
 }
 
 /// Whether `version` is a legacy-era version Ballast serves.

@@ -3,8 +3,9 @@
 //!
 //! Drain order: readiness red and new work refused (the listener keeps
 //! answering so load balancers see 503s, not resets) → calls in flight
-//! finish, up to `drain_timeout` → stop accepting, connections close after
-//! their current response → upstreams close (children: stdin-close →
+//! finish, up to `drain_timeout` → GET streams end with a `retry:` hint →
+//! stop accepting, connections close after their current response →
+//! upstreams close (children: stdin-close →
 //! SIGTERM → SIGKILL). A forced shutdown skips the waiting.
 
 use std::sync::Arc;
@@ -108,13 +109,19 @@ pub async fn run(
         () = accept_until(stop_accepting.clone()) => {}
         () = shutdown.force.cancelled() => {}
     }
+    gw.close_streams();
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(CONNECTION_CLOSE_GRACE) => {}
         () = shutdown.force.cancelled() => {}
     }
-    gw.stop_upstreams().await;
+    // A second signal does not wait for children: the drop guard of each
+    // stdio transport SIGKILLs its process group when the runtime ends.
+    tokio::select! {
+        () = gw.stop_upstreams() => {}
+        () = shutdown.force.cancelled() => tracing::warn!("forced exit: upstreams killed without waiting"),
+    }
     tracing::info!("drain complete");
     Ok(())
 }

@@ -131,3 +131,89 @@ async fn sigterm_drains_in_flight_calls_and_reaps_children() {
     );
     assert!(!lines.iter().any(|l| l.contains("ERROR")), "{lines:#?}");
 }
+
+/// Waits (up to `within`) for process `pid` to terminate, using a pidfd,
+/// which becomes readable when the process exits — the kernel's own signal,
+/// also for processes that are not our children. A pid that no longer
+/// exists counts as exited.
+async fn exited(pid: i32, within: Duration) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return true;
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(_) => return true,
+    };
+    tokio::task::spawn_blocking(move || {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let timeout = Timespec {
+            tv_sec: within.as_secs() as i64,
+            tv_nsec: i64::from(within.subsec_nanos()),
+        };
+        poll(&mut fds, Some(&timeout)).is_ok_and(|ready| ready > 0)
+    })
+    .await
+    .expect("poll task")
+}
+
+#[tokio::test]
+async fn drain_kills_the_upstreams_whole_process_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("grandchild.pid");
+    // The upstream's shell starts a grandchild that ignores stdin close and
+    // SIGTERM, then becomes the demo upstream itself.
+    let script =
+        format!("trap '' TERM; sleep 1000 & echo $! > {pidfile:?}; exec {BIN:?} demo-upstream",);
+    let mut config = ballast::Config::default();
+    let mut upstream = ballast::config::UpstreamConfig::stdio("sh", vec!["-c".into(), script]);
+    upstream.shutdown_grace = Duration::from_millis(200);
+    config.add_upstream("demo", upstream);
+    let gw = support::TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    assert_eq!(
+        text_of(&c.call_tool("echo", json!({ "message": "up" })).await),
+        "up"
+    );
+    let grandchild: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        !exited(grandchild, Duration::ZERO).await,
+        "grandchild should run before the drain"
+    );
+    gw.stop().await;
+    assert!(
+        exited(grandchild, Duration::from_secs(5)).await,
+        "grandchild {grandchild} survived the drain"
+    );
+}
+
+#[tokio::test]
+async fn get_streams_end_with_a_retry_hint_when_the_drain_closes_them() {
+    use futures_util::StreamExt;
+    let gw = support::TestGateway::start(support::demo_config()).await;
+    let c = McpClient::connect(&gw.url).await;
+    let resp = c
+        .http
+        .get(&gw.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.as_deref().unwrap_or_default())
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let mut events = sse_stream::SseByteStream::new(resp.bytes_stream());
+    let priming = events.next().await.expect("priming").expect("event");
+    assert!(priming.id.is_some() && priming.data.as_deref().unwrap_or("").is_empty());
+    gw.shutdown.drain.cancel();
+    let mut last = None;
+    while let Some(Ok(e)) = events.next().await {
+        last = Some(e);
+    }
+    let last = last.expect("an event before the close");
+    assert_eq!(last.retry, Some(1000), "{last:?}");
+    gw.stop().await;
+}

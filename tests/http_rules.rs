@@ -131,3 +131,43 @@ async fn health_and_readiness() {
     assert_eq!(health["status"], "ok");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn batches_from_2025_03_26_clients_are_answered_and_refused_whole() {
+    let gw = TestGateway::start(demo_config()).await;
+    let mut old = McpClient::new(&gw.url);
+    let init = old
+        .post(&json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                        "params": { "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": { "name": "t", "version": "0" } } }))
+        .await;
+    old.session = Some(
+        init.headers()["mcp-session-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned(),
+    );
+    let flaky = |id: i64| {
+        json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                  "params": { "name": "flaky", "arguments": { "fail_times": 1, "key": "batch" } } })
+    };
+    // A duplicate id refuses the whole batch: nothing in it runs.
+    let r = old.post(&json!([flaky(1), flaky(1)])).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, -32600);
+    // The first flaky call therefore still fails (it is the key's first call).
+    let r = old
+        .post(&json!([flaky(2), { "jsonrpc": "2.0", "method": "notifications/initialized" }]))
+        .await;
+    assert_eq!(r.status(), 200);
+    let answers: Value = r.json().await.expect("json array");
+    assert_eq!(answers.as_array().map(Vec::len), Some(1), "{answers}");
+    assert_eq!(answers[0]["id"], json!(2));
+    assert_eq!(answers[0]["error"]["code"], json!(-32603), "{answers}");
+    // A 2025-11-25 client may not batch.
+    let c = McpClient::connect(&gw.url).await;
+    let r = c
+        .post(&json!([{ "jsonrpc": "2.0", "id": 1, "method": "ping" }]))
+        .await;
+    assert_eq!(r.status(), 400);
+    gw.stop().await;
+}

@@ -8,6 +8,19 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::{McpClient, TestGateway, demo_config, demo_upstream, text_of};
 
+/// Starts a `sample` call; returns the call's message stream.
+async fn start_sample(c: &McpClient, id: i64, prompt: &str) -> support::Messages {
+    let call = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": { "name": "sample", "arguments": { "prompt": prompt } } });
+    support::messages(c.post(&call).await)
+}
+
+/// A client's answer to a `sampling/createMessage` request.
+fn sampling_answer(request: &Value, text: &str) -> Value {
+    json!({ "jsonrpc": "2.0", "id": request["id"],
+            "result": { "role": "assistant", "model": "test", "content": { "type": "text", "text": text } } })
+}
+
 #[tokio::test]
 async fn initialize_list_and_call_through_stdio_upstream() {
     let gw = TestGateway::start(demo_config()).await;
@@ -87,20 +100,14 @@ async fn sampling_request_reaches_the_calling_session_and_the_answer_returns() {
     let mut bystander_stream = bystander.open_get_stream().await;
     let mut c = McpClient::connect(&gw.url).await;
     let id = c.next_id();
-    let resp = c
-        .post(&json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
-                        "params": { "name": "sample", "arguments": { "prompt": "2+2?" } } }))
-        .await;
-    let mut stream = support::messages(resp);
+    let mut stream = start_sample(&c, id, "2+2?").await;
     let request = stream
         .next()
         .await
         .expect("sampling request on the call's stream");
     assert_eq!(request["method"], "sampling/createMessage", "{request}");
     assert_eq!(request["params"]["messages"][0]["content"]["text"], "2+2?");
-    let answer = json!({ "jsonrpc": "2.0", "id": request["id"],
-                         "result": { "role": "assistant", "model": "test", "content": { "type": "text", "text": "4" } } });
-    assert_eq!(c.post(&answer).await.status(), 202);
+    assert_eq!(c.post(&sampling_answer(&request, "4")).await.status(), 202);
     let fin = stream.next().await.expect("tool result");
     assert_eq!(fin["id"], json!(id));
     assert_eq!(text_of(&fin), "sampled: 4");
@@ -110,18 +117,8 @@ async fn sampling_request_reaches_the_calling_session_and_the_answer_returns() {
     let marker = json!({ "jsonrpc": "2.0", "id": 99, "method": "tools/call",
                          "params": { "name": "log", "arguments": { "message": "marker" } } });
     let resp = bystander
-        .http
-        .post(&gw.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header(
-            "mcp-session-id",
-            bystander.session.as_deref().unwrap_or_default(),
-        )
-        .body(marker.to_string())
-        .send()
-        .await
-        .expect("POST");
+        .post_raw(marker.to_string(), "application/json")
+        .await;
     assert_eq!(resp.status(), 200);
     let first = bystander_stream.next().await.expect("bystander message");
     assert_eq!(first["method"], "notifications/message", "{first}");
@@ -171,19 +168,13 @@ async fn json_only_clients_get_json_answers() {
     let gw = TestGateway::start(demo_config()).await;
     let c = McpClient::connect(&gw.url).await;
     let resp = c
-        .http
-        .post(&gw.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header("mcp-session-id", c.session.as_deref().unwrap_or_default())
-        .body(
+        .post_raw(
             json!({ "jsonrpc": "2.0", "id": "j1", "method": "tools/call",
                       "params": { "name": "echo", "arguments": { "message": "json" } } })
             .to_string(),
+            "application/json",
         )
-        .send()
-        .await
-        .expect("POST");
+        .await;
     assert_eq!(resp.headers()["content-type"], "application/json");
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["id"], "j1");
@@ -268,4 +259,98 @@ async fn remote_streamable_http_upstream_is_proxied_and_survives_a_forgotten_ses
     assert_eq!(text_of(&r), "after restart");
     b.stop().await;
     a2.stop().await;
+}
+
+#[tokio::test]
+async fn newlines_in_raw_json_cannot_smuggle_a_message_to_a_stdio_child() {
+    let gw = TestGateway::start(demo_config()).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let (_, before) = gw.readyz().await;
+    // Pretty-printed JSON whose middle line is a complete `crash` request.
+    let body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"message\":\"m\",\"x\":\n{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"crash\"}}\n}}}";
+    let resp = c
+        .post_raw(body, "application/json, text/event-stream")
+        .await;
+    let answer = support::messages(resp).next().await.expect("answer");
+    assert_eq!(text_of(&answer), "m");
+    // The child did not crash: same pid, and it still answers.
+    let r = c
+        .call_tool("echo", json!({ "message": "still here" }))
+        .await;
+    assert_eq!(text_of(&r), "still here");
+    let (_, after) = gw.readyz().await;
+    assert_eq!(before["upstreams"][0]["pid"], after["upstreams"][0]["pid"]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_answer_never_reaches_a_restarted_upstream() {
+    let gw = TestGateway::start(demo_config()).await;
+    let a = McpClient::connect(&gw.url).await;
+    let mut a_stream = start_sample(&a, 1, "old").await;
+    let stale = a_stream.next().await.expect("sampling request to A");
+    assert_eq!(stale["method"], "sampling/createMessage");
+    // Another session crashes the child; A's call fails with it.
+    let mut b = McpClient::connect(&gw.url).await;
+    let crashed = b.call_tool("crash", json!({})).await;
+    assert!(crashed["error"].is_object(), "{crashed}");
+    let a_result = a_stream.next().await.expect("A's call ends");
+    assert!(a_result["error"].is_object(), "{a_result}");
+    // On the restarted child, C's sampling request gets the child's id 1 again.
+    let c = McpClient::connect(&gw.url).await;
+    let mut c_stream = start_sample(&c, 1, "new").await;
+    let fresh = c_stream.next().await.expect("sampling request to C");
+    assert_eq!(fresh["params"]["messages"][0]["content"]["text"], "new");
+    // A answers its old request late: it must not resolve C's.
+    assert_eq!(
+        a.post(&sampling_answer(&stale, "STALE")).await.status(),
+        202
+    );
+    assert_eq!(
+        c.post(&sampling_answer(&fresh, "fresh")).await.status(),
+        202
+    );
+    let fin = c_stream.next().await.expect("C's result");
+    assert_eq!(text_of(&fin), "sampled: fresh");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_call_ends_its_stream_without_a_response() {
+    let gw = TestGateway::start(demo_config()).await;
+    let c = McpClient::connect(&gw.url).await;
+    let resp = c
+        .post(
+            &json!({ "jsonrpc": "2.0", "id": "slow", "method": "tools/call",
+                        "params": { "name": "sleep", "arguments": { "ms": 60000 } } }),
+        )
+        .await;
+    let mut stream = support::messages(resp);
+    // Wait until the call is in flight upstream, then cancel it.
+    loop {
+        let (_, r) = gw.readyz().await;
+        if r["calls_in_flight"] == json!(1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let cancel = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                         "params": { "requestId": "slow", "reason": "user pressed stop" } });
+    assert_eq!(c.post(&cancel).await.status(), 202);
+    let rest: Vec<Value> = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut v = Vec::new();
+        while let Some(m) = stream.next().await {
+            v.push(m);
+        }
+        v
+    })
+    .await
+    .expect("stream closed promptly after the cancellation");
+    assert!(
+        rest.is_empty(),
+        "no response after a cancellation: {rest:?}"
+    );
+    let (_, r) = gw.readyz().await;
+    assert_eq!(r["calls_in_flight"], json!(0));
+    gw.stop().await;
 }

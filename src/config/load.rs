@@ -93,6 +93,14 @@ pub(super) fn validate(config: &Config, src: &str, path: &Path) -> Result<(), Co
             "must start with '/'",
         ));
     }
+    if config.upstreams.is_empty() {
+        return Err(invalid_field(
+            src,
+            path,
+            "upstreams",
+            "configure at least one upstream",
+        ));
+    }
     let prefixes = config.prefixes();
     for (i, ((name, spanned), prefix)) in config.upstreams.iter().zip(&prefixes).enumerate() {
         let u = spanned.get_ref();
@@ -270,8 +278,16 @@ mod tests {
     }
 
     #[test]
+    fn a_config_without_upstreams_is_an_error() {
+        let (_, _, field, message) = err("[server]\npath = \"/mcp\"\n");
+        assert_eq!(field, "upstreams");
+        assert!(message.contains("at least one"), "{message}");
+    }
+
+    #[test]
     fn unknown_field_names_line_and_field() {
-        let (line, _, field, message) = err("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        let (line, _, field, message) =
+            err("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n[upstreams.a]\ncommand = \"x\"\n");
         assert_eq!(line, 3);
         assert_eq!(field, "server.lisen");
         assert!(message.contains("unknown field"), "{message}");

@@ -13,18 +13,21 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 /// The `MCP-Protocol-Version` header.
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 
-/// Rejects a foreign `Host` or `Origin` with 403.
+/// Rejects a foreign `Host` (or HTTP/2 `:authority`) or `Origin` with 403.
 ///
 /// # Errors
 /// [`DownstreamError::ForbiddenHost`], [`DownstreamError::ForbiddenOrigin`].
 pub(super) fn check_host_and_origin(
     headers: &HeaderMap,
+    authority: Option<&http::uri::Authority>,
     cfg: &ServerConfig,
 ) -> Result<(), DownstreamError> {
     if !cfg.allowed_hosts.iter().any(|h| h == "*") {
+        // HTTP/2 carries the host in `:authority`, not in a Host header.
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| authority.map(http::uri::Authority::as_str))
             .unwrap_or("");
         let name = strip_port(host);
         if !cfg
@@ -156,17 +159,18 @@ mod tests {
     #[test]
     fn host_and_origin_defaults_accept_loopback_only() {
         let cfg = ServerConfig::default();
-        assert!(check_host_and_origin(&headers(&[("host", "127.0.0.1:8080")]), &cfg).is_ok());
-        assert!(check_host_and_origin(&headers(&[("host", "[::1]:9")]), &cfg).is_ok());
+        assert!(check_host_and_origin(&headers(&[("host", "127.0.0.1:8080")]), None, &cfg).is_ok());
+        assert!(check_host_and_origin(&headers(&[("host", "[::1]:9")]), None, &cfg).is_ok());
         assert!(
             check_host_and_origin(
                 &headers(&[("host", "localhost"), ("origin", "http://localhost:3000")]),
+                None,
                 &cfg
             )
             .is_ok()
         );
         assert!(matches!(
-            check_host_and_origin(&headers(&[("host", "evil.example.com")]), &cfg),
+            check_host_and_origin(&headers(&[("host", "evil.example.com")]), None, &cfg),
             Err(DownstreamError::ForbiddenHost)
         ));
         assert!(matches!(
@@ -175,10 +179,20 @@ mod tests {
                     ("host", "localhost"),
                     ("origin", "https://evil.example.com")
                 ]),
+                None,
                 &cfg
             ),
             Err(DownstreamError::ForbiddenOrigin)
         ));
+    }
+
+    #[test]
+    fn http2_authority_stands_in_for_host() {
+        let cfg = ServerConfig::default();
+        let ok: http::uri::Authority = "127.0.0.1:8080".parse().unwrap();
+        let evil: http::uri::Authority = "evil.example.com".parse().unwrap();
+        assert!(check_host_and_origin(&HeaderMap::new(), Some(&ok), &cfg).is_ok());
+        assert!(check_host_and_origin(&HeaderMap::new(), Some(&evil), &cfg).is_err());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use tracing::Instrument;
 use super::guard::{self, Accepts, SESSION_HEADER};
 use super::{DownstreamError, Outbound, STREAM_QUEUE, Session, sse};
 use crate::gateway::Gateway;
-use crate::jsonrpc::{Body, Message, Request, Response as RpcResponse};
+use crate::jsonrpc::{
+    Body, ErrorObject, Message, Request, RequestId, Response as RpcResponse, code,
+};
 use crate::mcp::method;
 use crate::router::negotiated_version;
 
@@ -35,7 +37,7 @@ async fn handle(
 ) -> Result<Response, DownstreamError> {
     let (parts, body) = req.into_parts();
     let cfg = &gw.config.server;
-    guard::check_host_and_origin(&parts.headers, cfg)?;
+    guard::check_host_and_origin(&parts.headers, parts.uri.authority(), cfg)?;
     guard::check_content_type(&parts.headers)?;
     let accepts = guard::accepts(&parts.headers);
     if !accepts.json && !accepts.sse {
@@ -162,7 +164,9 @@ async fn handle_message(
 
 /// Runs one call in its own task: a client that disconnects does not cancel
 /// it (T25: a disconnect is not a cancellation). Returns the serialized
-/// response; with a sink, also sends it there as the final event.
+/// response; with a sink, also sends it there as the final event. A call
+/// the client cancelled ends its stream without a response (U25); JSON mode
+/// still has to answer the POST, and gets a "cancelled" error.
 fn spawn_call(
     gw: Arc<Gateway>,
     session: Arc<Session>,
@@ -178,6 +182,10 @@ fn spawn_call(
                 .handle_request(&session, request, sink.clone())
                 .await;
             session.end(&id);
+            let Some(response) = response else {
+                let cancelled = ErrorObject::new(code::INTERNAL_ERROR, "request cancelled");
+                return Message::Response(RpcResponse::err(Some(id), &cancelled)).to_bytes();
+            };
             let bytes = Message::Response(response).to_bytes();
             if let Some(sink) = sink
                 && sink.send(Outbound::Final(bytes.clone())).await.is_err()
@@ -191,24 +199,34 @@ fn spawn_call(
 }
 
 /// A batch (2025-03-26): notifications and responses are handled, requests
-/// are answered together in one JSON array (202 if there are none).
+/// are answered together in one JSON array (202 if there are none). The
+/// whole batch is checked (drain, duplicate ids) before any request starts,
+/// so a refused batch has no side effects.
 async fn batch(
     gw: Arc<Gateway>,
     session: Arc<Session>,
     messages: Vec<Message>,
 ) -> Result<Response, DownstreamError> {
+    let ids: Vec<RequestId> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Request(r) => Some(r.id.clone()),
+            _ => None,
+        })
+        .collect();
+    if !ids.is_empty() && gw.is_draining() {
+        return Err(DownstreamError::Draining);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        if session.begin(id).is_err() {
+            ids[..n].iter().for_each(|earlier| session.end(earlier));
+            return Err(DownstreamError::DuplicateRequestId(id.clone()));
+        }
+    }
     let mut calls = Vec::new();
     for message in messages {
         match message {
-            Message::Request(r) => {
-                if gw.is_draining() {
-                    return Err(DownstreamError::Draining);
-                }
-                session
-                    .begin(&r.id)
-                    .map_err(|_| DownstreamError::DuplicateRequestId(r.id.clone()))?;
-                calls.push(spawn_call(gw.clone(), session.clone(), r, None));
-            }
+            Message::Request(r) => calls.push(spawn_call(gw.clone(), session.clone(), r, None)),
             Message::Notification(n) => gw.router.handle_notification(&session, n).await,
             Message::Response(r) => gw.router.handle_response(&session, r).await,
         }
@@ -216,19 +234,13 @@ async fn batch(
     if calls.is_empty() {
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    let mut out = Vec::with_capacity(calls.len());
-    for call in calls {
-        if let Ok(bytes) = call.await {
-            out.push(bytes);
-        }
-    }
-    let mut body = Vec::new();
-    body.push(b'[');
-    for (i, b) in out.iter().enumerate() {
+    let mut body = vec![b'['];
+    for (i, call) in calls.into_iter().enumerate() {
+        let bytes = call.await.unwrap_or_default();
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(b);
+        body.extend_from_slice(&bytes);
     }
     body.push(b']');
     Ok(json_response(Bytes::from(body)))

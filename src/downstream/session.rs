@@ -2,7 +2,6 @@
 //! SPEC.md 9–13): one per `initialize`, identified by `Mcp-Session-Id`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -37,10 +36,11 @@ pub struct Session {
     pub protocol_version: &'static str,
     /// The client's `initialize` params, raw (capabilities, clientInfo).
     pub initialize_params: Option<Box<RawValue>>,
-    initialized: AtomicBool,
     /// Downstream request id → the upstream call serving it, once forwarded.
     in_flight: Mutex<HashMap<RequestId, Option<(usize, u64)>>>,
     get_stream: Mutex<Option<Sink>>,
+    /// Resource URIs this session subscribed to (`resources/subscribe`).
+    subscriptions: Mutex<std::collections::HashSet<String>>,
     /// Fired when the session ends (DELETE); its streams close.
     pub closed: CancellationToken,
 }
@@ -57,16 +57,11 @@ impl Session {
             id: format!("{bits:032x}").into(),
             protocol_version,
             initialize_params,
-            initialized: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
             get_stream: Mutex::new(None),
+            subscriptions: Mutex::new(std::collections::HashSet::new()),
             closed: CancellationToken::new(),
         }
-    }
-
-    /// Records `notifications/initialized`.
-    pub fn mark_initialized(&self) {
-        self.initialized.store(true, Ordering::Relaxed);
     }
 
     /// Registers a downstream request as in flight.
@@ -102,6 +97,24 @@ impl Session {
     /// Every upstream call still in flight.
     pub fn upstream_calls(&self) -> Vec<(usize, u64)> {
         self.lock_in_flight().values().filter_map(|v| *v).collect()
+    }
+
+    /// Records a subscription (`subscribed = true`) or its end.
+    pub fn set_subscribed(&self, uri: String, subscribed: bool) {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        if subscribed {
+            subs.insert(uri);
+        } else {
+            subs.remove(&uri);
+        }
+    }
+
+    /// Whether this session subscribed to `uri`.
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uri)
     }
 
     /// Installs a new GET stream, replacing (and so closing) any older one.

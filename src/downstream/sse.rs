@@ -23,6 +23,10 @@ use super::Outbound;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
+/// Reconnect delay suggested to clients when Ballast closes a stream
+/// (SPEC.md 4: send `retry:` before closing).
+const RETRY_AFTER_CLOSE: Duration = Duration::from_millis(1000);
+
 /// A fresh stream id (base-36 counter, unique in this process).
 fn next_stream_id() -> String {
     let mut n = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
@@ -53,7 +57,8 @@ struct State {
 }
 
 /// An SSE response that relays `rx` until a [`Outbound::Final`] message,
-/// until `rx` closes, or until any of `stops` fires.
+/// until `rx` closes, or until any of `stops` fires (then a `retry:` event
+/// is sent before the close).
 pub(super) fn response(
     rx: mpsc::Receiver<Outbound>,
     stops: Vec<CancellationToken>,
@@ -96,7 +101,11 @@ fn events(state: State) -> impl Stream<Item = Result<Event, Infallible>> {
                 };
                 let next = tokio::select! {
                     m = st.rx.recv() => m,
-                    () = stop => None,
+                    () = stop => {
+                        // Closed by Ballast: tell the client when to come back.
+                        st.phase = Phase::Done;
+                        return Some((Ok(Event::default().retry(RETRY_AFTER_CLOSE)), st));
+                    }
                 };
                 let (bytes, last) = match next? {
                     Outbound::Interim(b) => (b, false),

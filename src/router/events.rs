@@ -8,8 +8,8 @@
 //! never broadcast (SPEC.md 6). Catalog changes and unowned notifications go
 //! to every session's GET stream.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use super::{CallRoute, Router, ServerRequestRoute, deliver};
 use crate::downstream::Sessions;
 use crate::jsonrpc::{ErrorObject, Message, Notification, Request, RequestId, code, to_raw};
 use crate::mcp::{Params, method};
-use crate::upstream::UpstreamEvent;
+use crate::upstream::{Connection, UpstreamEvent};
 
 impl Router {
     /// Consumes upstream events until every sender is gone.
@@ -38,8 +38,10 @@ impl Router {
                     upstream,
                     request,
                     origin,
-                } => self.on_request(upstream, request, origin).await,
+                    conn,
+                } => self.on_request(upstream, request, origin, conn).await,
                 UpstreamEvent::StateChanged { upstream } => {
+                    self.purge_server_requests();
                     // A restart can change the catalog: tell every client.
                     let _ = self.catalog();
                     if self.upstreams[upstream].current().is_some() {
@@ -143,27 +145,40 @@ impl Router {
                     session.send_on_get_stream(bytes);
                 }
             }
+            method::RESOURCES_UPDATED => {
+                // Only to the sessions that subscribed to that URI.
+                let uri = Params::split(n.params.as_deref()).and_then(|p| p.str_field("uri"));
+                let Some(uri) = uri else { return };
+                let bytes = Message::Notification(n).to_bytes();
+                for s in sessions.all().into_iter().filter(|s| s.is_subscribed(&uri)) {
+                    s.send_on_get_stream(bytes.clone());
+                }
+            }
             _ => match self.owner(upstream, origin) {
                 Some(route) => {
                     deliver(&route, Message::Notification(n));
                 }
+                // Never broadcast what may concern one client only (SPEC.md 6).
                 None => {
-                    let bytes = Message::Notification(n).to_bytes();
-                    for s in sessions.all() {
-                        s.send_on_get_stream(bytes.clone());
-                    }
+                    tracing::debug!(method = %n.method, "upstream notification with no owning session; dropped")
                 }
             },
         }
     }
 
-    async fn on_request(&self, upstream: usize, request: Request, origin: Option<u64>) {
+    async fn on_request(
+        &self,
+        upstream: usize,
+        request: Request,
+        origin: Option<u64>,
+        conn: Weak<Connection>,
+    ) {
         let Some(route) = self.owner(upstream, origin) else {
             let error = ErrorObject::new(
                 code::INTERNAL_ERROR,
                 "Ballast cannot tell which client this request is for: no single session has a call in flight on this upstream",
             );
-            self.reject(upstream, request.id, &error).await;
+            reject(&conn, request.id, &error).await;
             return;
         };
         let downstream_id = self.next_server_request_id.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +188,7 @@ impl Router {
                 session: route.session.id.clone(),
                 upstream,
                 upstream_id: request.id.clone(),
+                conn: conn.clone(),
             },
         );
         let message = Message::Request(Request {
@@ -186,15 +202,16 @@ impl Router {
                 code::INTERNAL_ERROR,
                 "the client has no open stream to receive this request",
             );
-            self.reject(upstream, request.id, &error).await;
+            reject(&conn, request.id, &error).await;
         }
     }
+}
 
-    async fn reject(&self, upstream: usize, id: RequestId, error: &ErrorObject) {
-        tracing::debug!(upstream = %self.upstreams[upstream].name, %id, message = %error.message, "server→client request rejected");
-        if let Some(conn) = self.upstreams[upstream].current() {
-            let _ = conn.respond(id, Err(error.to_raw())).await;
-        }
+/// Answers a server→client request with an error, on the connection that sent it.
+async fn reject(conn: &Weak<Connection>, id: RequestId, error: &ErrorObject) {
+    tracing::debug!(%id, message = %error.message, "server→client request rejected");
+    if let Some(conn) = conn.upgrade() {
+        let _ = conn.respond(id, Err(error.to_raw())).await;
     }
 }
 

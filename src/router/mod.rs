@@ -26,7 +26,7 @@ use crate::jsonrpc::{
     ErrorObject, Message, Notification, Request, RequestId, Response, code, empty_object, to_raw,
 };
 use crate::mcp::{self, Params, method};
-use crate::upstream::{Upstream, UpstreamError, UpstreamState};
+use crate::upstream::{Connection, Upstream, UpstreamError, UpstreamState};
 
 /// How a call's upstream messages get back to the downstream client.
 pub(crate) struct CallRoute {
@@ -42,6 +42,8 @@ pub(crate) struct ServerRequestRoute {
     pub(crate) session: Arc<str>,
     pub(crate) upstream: usize,
     pub(crate) upstream_id: RequestId,
+    /// The connection that sent the request; the answer goes back on it.
+    pub(crate) conn: std::sync::Weak<Connection>,
 }
 
 /// Routing state shared by all downstream sessions.
@@ -180,28 +182,41 @@ impl Router {
     /// Answers one downstream request (anything but `initialize`): locally,
     /// from the catalog, or by forwarding it to the upstream that owns it.
     /// Interim messages (progress, server→client requests) go to `sink`.
+    /// `None` means the client cancelled the request: it gets no response
+    /// (U25 cancellation).
     pub(crate) async fn handle_request(
         &self,
         session: &Arc<Session>,
         request: Request,
         sink: Option<Sink>,
-    ) -> Response {
+    ) -> Option<Response> {
         let Request { id, method, params } = request;
         if method == method::PING {
-            return Response::ok(id, empty_object());
+            return Some(Response::ok(id, empty_object()));
         }
         if let Some(list) = self.catalog().list_result(&method) {
-            return Response::ok(id, list.to_owned());
+            return Some(Response::ok(id, list.to_owned()));
         }
         if method == method::SET_LEVEL {
-            return self.broadcast_set_level(id, params).await;
+            return Some(self.broadcast_set_level(id, params).await);
         }
+        let subscription = matches!(
+            method.as_str(),
+            method::RESOURCES_SUBSCRIBE | method::RESOURCES_UNSUBSCRIBE
+        )
+        .then(|| Params::split(params.as_deref()).and_then(|p| p.str_field("uri")))
+        .flatten();
         let (upstream, params) = match self.route(&method, params) {
             Ok(r) => r,
-            Err(e) => return Response::err(Some(id), &e),
+            Err(e) => return Some(Response::err(Some(id), &e)),
         };
-        self.forward(session, upstream, id, &method, params, sink)
-            .await
+        let response = self
+            .forward(session, upstream, id, &method, params, sink)
+            .await?;
+        if let (Some(uri), Ok(_)) = (subscription, &response.outcome) {
+            session.set_subscribed(uri, method == method::RESOURCES_SUBSCRIBE);
+        }
+        Some(response)
     }
 
     /// Picks the upstream for a method and rewrites namespaced names.
@@ -324,12 +339,21 @@ impl Router {
         method: &str,
         params: Option<Box<RawValue>>,
         sink: Option<Sink>,
-    ) -> Response {
-        let upstream = &self.upstreams[index];
+    ) -> Option<Response> {
+        let Some(upstream) = self.upstreams.get(index) else {
+            let e = ErrorObject::new(
+                code::METHOD_NOT_FOUND,
+                format!("no upstream serves {method}"),
+            );
+            return Some(Response::err(Some(downstream_id), &e));
+        };
         let conn = match upstream.connection(self.startup_wait).await {
             Ok(c) => c,
             Err(e) => {
-                return Response::err(Some(downstream_id), &e.to_error_object(&upstream.name));
+                return Some(Response::err(
+                    Some(downstream_id),
+                    &e.to_error_object(&upstream.name),
+                ));
             }
         };
         let upstream_id = conn.next_id();
@@ -364,17 +388,17 @@ impl Router {
             self.idle.notify_waiters();
         }
         match result {
-            Ok(response) => Response {
+            Ok(response) => Some(Response {
                 id: Some(downstream_id),
                 outcome: response.outcome,
-            },
-            Err(UpstreamError::Cancelled) => Response::err(
-                Some(downstream_id),
-                &ErrorObject::new(code::INTERNAL_ERROR, "request cancelled"),
-            ),
+            }),
+            Err(UpstreamError::Cancelled) => None,
             Err(e) => {
                 tracing::debug!(upstream = %upstream.name, error = %e, kind = e.kind(), "call failed");
-                Response::err(Some(downstream_id), &e.to_error_object(&upstream.name))
+                Some(Response::err(
+                    Some(downstream_id),
+                    &e.to_error_object(&upstream.name),
+                ))
             }
         }
     }
@@ -398,7 +422,10 @@ impl Router {
     /// to the upstream call), or anything else (sent to every ready upstream).
     pub(crate) async fn handle_notification(&self, session: &Arc<Session>, n: Notification) {
         match n.method.as_str() {
-            method::INITIALIZED => session.mark_initialized(),
+            // Ballast initialized each upstream itself; requests are not
+            // held back until this arrives, because over HTTP it races the
+            // client's first request (separate POSTs).
+            method::INITIALIZED => {}
             method::CANCELLED => {
                 let p = Params::split(n.params.as_deref());
                 let id = p
@@ -444,18 +471,46 @@ impl Router {
             tracing::debug!(session = %session.id, id = ?response.id, "response to no request Ballast sent; ignored");
             return;
         };
-        if let Some(conn) = self.upstreams[route.upstream].current() {
-            let _ = conn.respond(route.upstream_id, response.outcome).await;
+        match route.conn.upgrade().filter(|c| !c.is_closed()) {
+            Some(conn) => {
+                let _ = conn.respond(route.upstream_id, response.outcome).await;
+            }
+            None => {
+                tracing::debug!(session = %session.id, "answer for an upstream connection that is gone; dropped")
+            }
         }
     }
 
-    /// Cancels every upstream call of a session that ended (DELETE).
+    /// Cancels every upstream call of a session that ended (DELETE), and
+    /// answers the server→client requests it will never answer.
     pub(crate) async fn end_session(&self, session: &Session) {
         for (index, upstream_id) in session.upstream_calls() {
             if let Some(conn) = self.upstreams[index].current() {
                 conn.cancel(upstream_id, "session ended").await;
             }
         }
+        let orphaned: Vec<ServerRequestRoute> = {
+            let mut map = self.lock_server_requests();
+            let ids: Vec<i64> = map
+                .iter()
+                .filter(|(_, r)| r.session == session.id)
+                .map(|(k, _)| *k)
+                .collect();
+            ids.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let error = ErrorObject::new(code::INTERNAL_ERROR, "the client session ended");
+        for route in orphaned {
+            if let Some(conn) = route.conn.upgrade() {
+                let _ = conn.respond(route.upstream_id, Err(error.to_raw())).await;
+            }
+        }
+    }
+
+    /// Drops forwarded server→client requests whose upstream connection is
+    /// gone (their answers have nowhere to go).
+    pub(crate) fn purge_server_requests(&self) {
+        self.lock_server_requests()
+            .retain(|_, r| r.conn.upgrade().is_some_and(|c| !c.is_closed()));
     }
 
     fn lock_calls(&self) -> MutexGuard<'_, HashMap<(usize, u64), Arc<CallRoute>>> {

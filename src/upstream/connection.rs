@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -211,6 +211,11 @@ impl Connection {
         self.fail_all();
     }
 
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
     /// Resolves when the connection is gone (child exited or closed).
     pub(crate) async fn closed(&self) {
         self.closed.cancelled().await;
@@ -254,7 +259,8 @@ impl Connection {
                     }
                 }
                 Incoming::Message { message, origin } => {
-                    self.on_message(message, origin, &events).await
+                    let conn = Arc::downgrade(&self);
+                    self.on_message(message, origin, conn, &events).await
                 }
             }
         }
@@ -266,6 +272,7 @@ impl Connection {
         &self,
         message: Message,
         origin: Option<u64>,
+        conn: Weak<Connection>,
         events: &mpsc::Sender<UpstreamEvent>,
     ) {
         let upstream = self.index;
@@ -295,6 +302,7 @@ impl Connection {
                         upstream,
                         request,
                         origin,
+                        conn,
                     })
                     .await;
             }

@@ -36,6 +36,8 @@ const MAX_GET_BACKOFF: Duration = Duration::from_secs(10);
 /// A Streamable HTTP client transport.
 pub(crate) struct HttpTransport {
     inner: Arc<Inner>,
+    /// Longest a background POST may run (its answer included).
+    request_timeout: Duration,
 }
 
 struct Inner {
@@ -100,13 +102,18 @@ impl HttpTransport {
                 get_stream_started: AtomicBool::new(false),
                 closed: CancellationToken::new(),
             }),
+            request_timeout: cfg.request_timeout,
         })
     }
 
-    /// Sends one frame in the background. Request answers (and failures)
-    /// arrive on the incoming channel.
-    pub(crate) fn send(&self, frame: Bytes, request_id: Option<u64>, method: Option<&str>) {
+    /// Sends one frame. The handshake (`initialize`, then
+    /// `notifications/initialized`) is sent in order and awaited, so no
+    /// request can overtake it (SPEC.md 16); everything else is POSTed in
+    /// the background, bounded by `request_timeout` and by [`Self::close`].
+    /// Answers and failures arrive on the incoming channel.
+    pub(crate) async fn send(&self, frame: Bytes, request_id: Option<u64>, method: Option<&str>) {
         let inner = self.inner.clone();
+        let handshake = matches!(method, Some("initialize" | "notifications/initialized"));
         match method {
             Some("initialize") => inner.lock_state().initialize = Some(frame.clone()),
             Some("notifications/initialized") => {
@@ -116,8 +123,13 @@ impl HttpTransport {
         }
         let start_get = method == Some("notifications/initialized")
             && !self.inner.get_stream_started.swap(true, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let result = inner.post(frame, request_id).await;
+        let deadline = self.request_timeout;
+        let task = async move {
+            let result = tokio::select! {
+                r = inner.post(frame, request_id) => r,
+                () = tokio::time::sleep(deadline) => Err(UpstreamError::Timeout { timeout: deadline }),
+                () = inner.closed.cancelled() => Err(UpstreamError::Closed),
+            };
             if let Err(error) = result {
                 match request_id {
                     Some(id) => {
@@ -131,7 +143,12 @@ impl HttpTransport {
             if start_get {
                 tokio::spawn(inner.clone().get_stream());
             }
-        });
+        };
+        if handshake {
+            task.await;
+        } else {
+            tokio::spawn(task);
+        }
     }
 
     /// Records the negotiated version for the `MCP-Protocol-Version` header.
@@ -161,12 +178,23 @@ impl Inner {
     }
 
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let session = self.lock_state().session_id.clone();
+        self.request_in(method, session.as_ref())
+    }
+
+    /// A request on an explicit session (or none), with the configured
+    /// headers and the negotiated protocol version.
+    fn request_in(
+        &self,
+        method: reqwest::Method,
+        session: Option<&HeaderValue>,
+    ) -> reqwest::RequestBuilder {
         let state = self.lock_state();
         let mut req = self
             .client
             .request(method, self.url.clone())
             .headers(self.headers.clone());
-        if let Some(s) = &state.session_id {
+        if let Some(s) = session {
             req = req.header(SESSION_HEADER, s.clone());
         }
         if let Some(v) = &state.protocol_version {
@@ -304,15 +332,16 @@ impl Inner {
     }
 
     /// Replays `initialize` and `notifications/initialized` on a new session,
-    /// unless another task already did since `seen_generation`.
+    /// unless another task already did since `seen_generation`. The old
+    /// session id stays in use until the new session is fully set up, so
+    /// requests sent meanwhile get a 404 and retry, never a 400.
     async fn reinitialize(self: &Arc<Self>, seen_generation: u64) -> Result<(), UpstreamError> {
         let _guard = self.reinit.lock().await;
         if self.generation.load(Ordering::SeqCst) != seen_generation {
             return Ok(());
         }
         let (init, initialized) = {
-            let mut s = self.lock_state();
-            s.session_id = None;
+            let s = self.lock_state();
             (s.initialize.clone(), s.initialized.clone())
         };
         let init = init.ok_or_else(|| UpstreamError::Protocol("no initialize to replay".into()))?;
@@ -323,37 +352,37 @@ impl Inner {
             },
             _ => None,
         });
-        let resp = self
-            .request(reqwest::Method::POST)
-            .header(header::ACCEPT, ACCEPT_BOTH)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(init)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            return Err(UpstreamError::HttpStatus {
-                status: resp.status().as_u16(),
-            });
-        }
+        let resp = self.post_in(None, init).await?;
         let session = resp.headers().get(SESSION_HEADER).cloned();
         self.read_answer(resp, init_id, false).await?;
-        self.lock_state().session_id = session;
         if let Some(initialized) = initialized {
-            let resp = self
-                .request(reqwest::Method::POST)
-                .header(header::ACCEPT, ACCEPT_BOTH)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(initialized)
-                .send()
-                .await?;
-            if !resp.status().is_success() {
-                return Err(UpstreamError::HttpStatus {
-                    status: resp.status().as_u16(),
-                });
-            }
+            self.post_in(session.as_ref(), initialized).await?;
         }
+        self.lock_state().session_id = session;
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// POSTs `body` on an explicit session; a non-success status is an error.
+    async fn post_in(
+        &self,
+        session: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let resp = self
+            .request_in(reqwest::Method::POST, session)
+            .header(header::ACCEPT, ACCEPT_BOTH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(UpstreamError::HttpStatus {
+                status: resp.status().as_u16(),
+            })
+        }
     }
 
     /// Holds the GET stream open for server→client messages, reconnecting

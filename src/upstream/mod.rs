@@ -55,6 +55,9 @@ pub enum UpstreamEvent {
         request: Request,
         /// The upstream request whose response stream carried it, if known.
         origin: Option<u64>,
+        /// The connection that sent it: the answer must go back on it, not
+        /// on a later connection (a restarted child reuses ids).
+        conn: std::sync::Weak<Connection>,
     },
     /// The upstream became ready or stopped being ready.
     StateChanged {

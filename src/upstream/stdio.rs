@@ -104,6 +104,7 @@ impl StdioTransport {
     /// # Errors
     /// [`UpstreamError::Closed`] if stdin is closed or the child is gone.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), UpstreamError> {
+        let frame = one_line(frame);
         let tx = self
             .stdin
             .lock()
@@ -133,6 +134,22 @@ impl StdioTransport {
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
+}
+
+/// Makes a frame one line (SPEC.md 22: no embedded newlines). Raw params
+/// keep the client's bytes, and in valid JSON a raw CR or LF can only be
+/// whitespace between tokens, so replacing it with a space keeps the
+/// meaning — and stops a client from smuggling a second message onto the
+/// child's stdin.
+fn one_line(frame: Bytes) -> Bytes {
+    if !frame.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return frame;
+    }
+    let cleaned: Vec<u8> = frame
+        .iter()
+        .map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b })
+        .collect();
+    Bytes::from(cleaned)
 }
 
 /// Owns the child: reaps it when it exits on its own, or runs the orderly
@@ -233,13 +250,15 @@ async fn read_stdout(
     }
 }
 
-/// Reads one `\n`-terminated line; skips (and reports) lines longer than
-/// [`MAX_LINE_BYTES`]. Returns the bytes consumed (0 at EOF).
+/// Reads one `\n`-terminated line into `line`; a line longer than
+/// [`MAX_LINE_BYTES`] is consumed whole and left empty (skipped). Returns
+/// the bytes consumed (0 at EOF).
 async fn read_line_bounded(
     reader: &mut (impl AsyncBufReadExt + Unpin),
     line: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
     let mut consumed = 0;
+    let mut overflow = false;
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
@@ -250,14 +269,21 @@ async fn read_line_bounded(
             None => (buf, false),
         };
         let n = chunk.len();
-        if line.len() + n <= MAX_LINE_BYTES {
+        if !overflow && line.len() + n <= MAX_LINE_BYTES {
             line.extend_from_slice(chunk);
         } else {
+            overflow = true;
             line.clear();
         }
         reader.consume(n);
         consumed += n;
         if done {
+            if overflow {
+                tracing::warn!(
+                    max_bytes = MAX_LINE_BYTES,
+                    "upstream sent an oversized line; skipped"
+                );
+            }
             return Ok(consumed);
         }
     }
@@ -267,5 +293,31 @@ async fn log_stderr(name: Arc<str>, stderr: impl AsyncRead + Unpin) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "ballast::upstream::stderr", upstream = %name, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_become_one_line_without_changing_json() {
+        let pretty = Bytes::from_static(b"{\n  \"a\": [1,\r\n 2]\n}");
+        let line = one_line(pretty);
+        assert!(!line.contains(&b'\n') && !line.contains(&b'\r'));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v, serde_json::json!({ "a": [1, 2] }));
+    }
+
+    #[tokio::test]
+    async fn oversized_lines_are_skipped_whole() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\n{}\n");
+        let mut reader = BufReader::with_capacity(1024, &input[..]);
+        let mut line = Vec::new();
+        read_line_bounded(&mut reader, &mut line).await.unwrap();
+        assert!(line.is_empty());
+        read_line_bounded(&mut reader, &mut line).await.unwrap();
+        assert_eq!(line, b"{}\n");
     }
 }

@@ -74,7 +74,7 @@ impl Transport {
         match self {
             Transport::Stdio(t) => t.send(frame).await,
             Transport::Http(t) => {
-                t.send(frame, request_id, method);
+                t.send(frame, request_id, method).await;
                 Ok(())
             }
         }

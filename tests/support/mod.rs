@@ -152,6 +152,26 @@ impl McpClient {
         req.send().await.expect("POST")
     }
 
+    /// POSTs raw body bytes on this session with the given `Accept`.
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        accept: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .header(
+                "mcp-session-id",
+                self.session.as_deref().unwrap_or_default(),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
     /// Sends a request and returns (interim messages, final response).
     pub async fn request(&mut self, method: &str, params: Value) -> (Vec<Value>, Value) {
         let id = self.next_id();
