@@ -10,11 +10,23 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::downstream::Sessions;
+use crate::observe::Stats;
 use crate::router::Router;
+use crate::store::{EventLog, MemoryEventLog, StreamLimits};
 use crate::upstream::Upstream;
 
 /// Capacity of the upstream event channel (messages).
 const EVENT_QUEUE: usize = 1024;
+
+/// How often expiry runs: a tenth of the shorter of the idle timeout and
+/// the resume window, between 50 ms and 10 s.
+fn sweep_interval(config: &Config) -> Duration {
+    let shortest = config
+        .server
+        .session_idle_timeout
+        .min(config.server.resume_window);
+    (shortest / 10).clamp(Duration::from_millis(50), Duration::from_secs(10))
+}
 
 /// Everything one running gateway holds.
 pub struct Gateway {
@@ -24,6 +36,10 @@ pub struct Gateway {
     pub router: Arc<Router>,
     /// Live downstream sessions.
     pub sessions: Arc<Sessions>,
+    /// Every SSE stream's events, for resume.
+    pub log: Arc<dyn EventLog>,
+    /// Counters (disconnects by cause, expiries, ignored messages).
+    pub stats: Arc<Stats>,
     /// Fired when the drain starts: readiness goes red, GET streams close,
     /// new sessions and calls are refused.
     pub draining: CancellationToken,
@@ -54,15 +70,24 @@ impl Gateway {
         }
         supervisors.close();
         tokio::spawn(router.clone().run_events(events_rx, sessions.clone()));
-        Arc::new(Gateway {
+        let log: Arc<dyn EventLog> = Arc::new(MemoryEventLog::new(StreamLimits {
+            max_events: config.server.stream_max_events,
+            max_bytes: config.server.stream_max_bytes,
+        }));
+        let stats = Arc::new(Stats::default());
+        let gw = Arc::new(Gateway {
             config: Arc::new(config),
             router,
             sessions,
+            log,
+            stats,
             draining: CancellationToken::new(),
             streams_closing: CancellationToken::new(),
             stop_upstreams,
             supervisors,
-        })
+        });
+        tokio::spawn(sweep(Arc::downgrade(&gw)));
+        gw
     }
 
     /// Whether the drain has started.
@@ -100,5 +125,35 @@ impl Gateway {
     pub async fn stop_upstreams(&self) {
         self.stop_upstreams.cancel();
         self.supervisors.wait().await;
+    }
+}
+
+/// Every `sweep_interval`: ends idle sessions (their calls cancelled,
+/// their streams dropped) and drops streams past the resume window.
+/// Stops when the gateway is dropped.
+async fn sweep(weak: std::sync::Weak<Gateway>) {
+    let interval = match weak.upgrade() {
+        Some(gw) => sweep_interval(&gw.config),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(gw) = weak.upgrade() else { return };
+        let idle = gw
+            .sessions
+            .remove_idle(gw.config.server.session_idle_timeout);
+        let mut ended = Vec::with_capacity(idle.len());
+        for s in idle {
+            tracing::info!(session = %s.id, "session expired after being idle");
+            gw.stats.add("sessions", "expired");
+            gw.router.end_session(&s).await;
+            ended.push(s.id.clone());
+        }
+        let dropped = gw.log.expire(gw.config.server.resume_window, &ended).await;
+        if dropped > 0 {
+            tracing::debug!(dropped, "streams dropped from the event log");
+        }
     }
 }

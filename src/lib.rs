@@ -16,7 +16,8 @@
 //!   one transport shape, connections, supervision with backoff.
 //! - [`gateway`] — the pieces wired together; [`server`] — the accept loop
 //!   and the drain; [`shutdown`] — signals.
-//! - [`observe`] — logging. [`demo`] — the built-in demo upstream.
+//! - [`store`] — the event log behind a trait (memory today), for resume.
+//! - [`observe`] — logging and counters. [`demo`] — the built-in demo upstream.
 //!
 //! The entry point for embedding and tests is [`server::run`]: it takes a
 //! bound listener, a [`config::Config`] and a [`shutdown::Shutdown`].
@@ -31,6 +32,7 @@ pub mod observe;
 pub mod router;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod upstream;
 
 pub use self::config::Config;

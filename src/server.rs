@@ -20,10 +20,9 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::downstream;
 use crate::gateway::Gateway;
+use crate::observe::disconnect_cause;
 use crate::shutdown::Shutdown;
 
-/// Longest a client may take to send its request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// After calls finish, how long open connections get to flush and close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -55,13 +54,14 @@ pub async fn run(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(gw.config.server.header_read_timeout);
 
     let accept_until = |stop: tokio_util::sync::CancellationToken| {
         let listener = &listener;
         let builder = &builder;
         let graceful = &graceful;
         let app = app.clone();
+        let stats = gw.stats.clone();
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -80,10 +80,14 @@ pub async fn run(
                 let service = TowerToHyperService::new(app.clone());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
+                let stats = stats.clone();
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        // Resets and broken pipes are normal client behaviour.
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        // Resets, broken pipes and slow clients are normal
+                        // client behaviour: classified, counted, logged at debug.
+                        let cause = disconnect_cause(e.as_ref());
+                        stats.disconnect(cause);
+                        tracing::debug!(%peer, cause, error = %e, "connection ended with an error");
                     }
                 });
             }

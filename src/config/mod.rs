@@ -66,6 +66,29 @@ pub struct ServerConfig {
     /// Default 10 s.
     #[serde(with = "humantime_serde")]
     pub startup_wait: Duration,
+    /// How long a finished (or abandoned) SSE stream stays resumable with
+    /// `Last-Event-ID`. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub resume_window: Duration,
+    /// Longest one SSE response stays open before Ballast ends it with
+    /// `retry:` (the client resumes where it left off). `0s` (default) = no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_stream_duration: Duration,
+    /// A session with no request in flight and nothing flowing for this long
+    /// is ended (an open but silent GET stream does not keep it). Default 30 min.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// Most sessions at once; more → 503 with `Retry-After`. Default 10,000.
+    pub max_sessions: usize,
+    /// Most requests in flight per session; more → 429 with `Retry-After`. Default 100.
+    pub max_requests_per_session: usize,
+    /// Longest a client may take to send request headers (slowloris guard). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Most events retained per stream for resume; past it the oldest go. Default 10,000.
+    pub stream_max_events: usize,
+    /// Most bytes retained per stream for resume; past it the oldest events go. Default 16 MiB.
+    pub stream_max_bytes: usize,
 }
 
 /// `[log]`: log output.
@@ -190,6 +213,14 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),
+            resume_window: Duration::from_secs(300),
+            max_stream_duration: Duration::ZERO,
+            session_idle_timeout: Duration::from_secs(1800),
+            max_sessions: 10_000,
+            max_requests_per_session: 100,
+            header_read_timeout: Duration::from_secs(10),
+            stream_max_events: 10_000,
+            stream_max_bytes: 16 * 1024 * 1024,
         }
     }
 }

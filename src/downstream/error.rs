@@ -52,6 +52,15 @@ pub enum DownstreamError {
     /// The gateway is draining: no new sessions or calls.
     #[error("gateway is shutting down")]
     Draining,
+    /// `server.max_sessions` reached.
+    #[error("too many sessions")]
+    TooManySessions,
+    /// `server.max_requests_per_session` reached in this session.
+    #[error("too many requests in flight in this session")]
+    TooManyRequests,
+    /// The event log failed.
+    #[error("stream store unavailable")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl DownstreamError {
@@ -71,6 +80,10 @@ impl DownstreamError {
             E::BadProtocolVersion(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
             E::DuplicateRequestId(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
             E::Draining => (StatusCode::SERVICE_UNAVAILABLE, code::DRAINING),
+            E::TooManySessions | E::Store(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL_ERROR)
+            }
+            E::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, code::INTERNAL_ERROR),
         }
     }
 }
@@ -88,7 +101,12 @@ impl IntoResponse for DownstreamError {
             "error": ErrorObject::new(code, self.to_string()),
         });
         let mut resp = (status, Json(body)).into_response();
-        if matches!(self, DownstreamError::Draining) {
+        if matches!(
+            self,
+            DownstreamError::Draining
+                | DownstreamError::TooManySessions
+                | DownstreamError::TooManyRequests
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -45,6 +45,8 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         "draining": draining,
         "sessions": gw.sessions.len(),
         "calls_in_flight": gw.router.calls_in_flight(),
+        "streams": gw.log.len(),
+        "counters": gw.stats.snapshot(),
         "upstreams": upstreams,
     });
     (status, Json(body)).into_response()

@@ -24,7 +24,7 @@ use http::HeaderMap;
 
 pub use self::error::DownstreamError;
 pub use self::guard::{SESSION_HEADER, VERSION_HEADER};
-pub use self::session::{Outbound, STREAM_QUEUE, Session, Sessions, Sink};
+pub use self::session::{BeginError, Session, Sessions, Sink};
 use crate::gateway::Gateway;
 
 /// The axum router: the MCP endpoint at `server.path`, plus `/healthz` and

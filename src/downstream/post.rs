@@ -8,11 +8,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::guard::{self, Accepts, SESSION_HEADER};
-use super::{DownstreamError, Outbound, STREAM_QUEUE, Session, sse};
+use super::session::BeginError;
+use super::{DownstreamError, Session, Sink, sse};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{
     Body, ErrorObject, Message, Request, RequestId, Response as RpcResponse, code,
@@ -101,6 +101,9 @@ async fn initialize(
     if gw.is_draining() {
         return Err(DownstreamError::Draining);
     }
+    if gw.sessions.len() >= gw.config.server.max_sessions {
+        return Err(DownstreamError::TooManySessions);
+    }
     gw.router.wait_ready().await;
     let version = negotiated_version(request.params.as_deref());
     let session = Arc::new(Session::new(version, request.params));
@@ -111,14 +114,34 @@ async fn initialize(
     let mut resp = if accepts.json {
         json_response(response.to_bytes())
     } else {
-        let (tx, rx) = mpsc::channel(1);
-        let _ = tx.try_send(Outbound::Final(response.to_bytes()));
-        sse::response(rx, vec![], gw.config.server.keepalive_interval)
+        let sink = Sink::open(gw.log.clone(), &session.id).await?;
+        sink.send(response.to_bytes()).await;
+        sink.finish().await;
+        sse::response(read_spec(gw, &sink, vec![]))
     };
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         resp.headers_mut().insert(SESSION_HEADER, v);
     }
     Ok(resp)
+}
+
+/// How a new SSE response reads `sink`'s stream from its start.
+pub(super) fn read_spec(
+    gw: &Gateway,
+    sink: &Sink,
+    stops: Vec<tokio_util::sync::CancellationToken>,
+) -> sse::ReadSpec {
+    let cfg = &gw.config.server;
+    sse::ReadSpec {
+        log: gw.log.clone(),
+        stream: sink.stream.clone(),
+        after: 0,
+        priming: true,
+        stops,
+        keepalive: cfg.keepalive_interval,
+        max_duration: (!cfg.max_stream_duration.is_zero()).then_some(cfg.max_stream_duration),
+        stats: gw.stats.clone(),
+    }
 }
 
 async fn handle_message(
@@ -127,6 +150,7 @@ async fn handle_message(
     message: Message,
     accepts: Accepts,
 ) -> Result<Response, DownstreamError> {
+    session.touch();
     match message {
         Message::Notification(n) => {
             gw.router.handle_notification(&session, n).await;
@@ -140,17 +164,18 @@ async fn handle_message(
             if gw.is_draining() {
                 return Err(DownstreamError::Draining);
             }
-            session
-                .begin(&r.id)
-                .map_err(|_| DownstreamError::DuplicateRequestId(r.id.clone()))?;
+            begin(&gw, &session, &r.id)?;
             if accepts.sse {
-                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-                spawn_call(gw.clone(), session, r, Some(tx));
-                Ok(sse::response(
-                    rx,
-                    vec![],
-                    gw.config.server.keepalive_interval,
-                ))
+                let sink = match Sink::open(gw.log.clone(), &session.id).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        session.end(&r.id);
+                        return Err(e.into());
+                    }
+                };
+                let spec = read_spec(&gw, &sink, vec![session.closed.clone()]);
+                spawn_call(gw.clone(), session, r, Some(sink));
+                Ok(sse::response(spec))
             } else {
                 let call = spawn_call(gw, session, r, None);
                 match call.await {
@@ -171,7 +196,7 @@ fn spawn_call(
     gw: Arc<Gateway>,
     session: Arc<Session>,
     request: Request,
-    sink: Option<mpsc::Sender<Outbound>>,
+    sink: Option<Sink>,
 ) -> tokio::task::JoinHandle<Bytes> {
     let span = tracing::info_span!("call", session = %session.id, id = %request.id, method = %request.method);
     tokio::spawn(
@@ -182,15 +207,22 @@ fn spawn_call(
                 .handle_request(&session, request, sink.clone())
                 .await;
             session.end(&id);
+            session.touch();
             let Some(response) = response else {
+                if let Some(sink) = sink {
+                    sink.finish().await;
+                }
                 let cancelled = ErrorObject::new(code::INTERNAL_ERROR, "request cancelled");
                 return Message::Response(RpcResponse::err(Some(id), &cancelled)).to_bytes();
             };
             let bytes = Message::Response(response).to_bytes();
-            if let Some(sink) = sink
-                && sink.send(Outbound::Final(bytes.clone())).await.is_err()
-            {
-                tracing::debug!("client left before the response; dropped");
+            if let Some(sink) = sink {
+                // In the log before any socket sees it: a client that left
+                // gets it on resume (T25: a disconnect is not a cancellation).
+                if !sink.send(bytes.clone()).await {
+                    tracing::debug!("stream gone before the response (session ended)");
+                }
+                sink.finish().await;
             }
             bytes
         }
@@ -218,9 +250,9 @@ async fn batch(
         return Err(DownstreamError::Draining);
     }
     for (n, id) in ids.iter().enumerate() {
-        if session.begin(id).is_err() {
+        if let Err(e) = begin(&gw, &session, id) {
             ids[..n].iter().for_each(|earlier| session.end(earlier));
-            return Err(DownstreamError::DuplicateRequestId(id.clone()));
+            return Err(e);
         }
     }
     let mut calls = Vec::new();
@@ -244,6 +276,17 @@ async fn batch(
     }
     body.push(b']');
     Ok(json_response(Bytes::from(body)))
+}
+
+/// Registers a request in its session, within the per-session limit.
+fn begin(gw: &Gateway, session: &Session, id: &RequestId) -> Result<(), DownstreamError> {
+    session.touch();
+    session
+        .begin(id, gw.config.server.max_requests_per_session)
+        .map_err(|e| match e {
+            BeginError::DuplicateId => DownstreamError::DuplicateRequestId(id.clone()),
+            BeginError::TooManyRequests => DownstreamError::TooManyRequests,
+        })
 }
 
 fn json_response(body: Bytes) -> Response {

@@ -7,26 +7,48 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use rand::RngExt;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::jsonrpc::RequestId;
+use crate::store::{EventLog, StoreError, new_stream_id};
 
-/// A message queued for a downstream stream (serialized JSON-RPC).
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A notification or server→client request related to the call.
-    Interim(Bytes),
-    /// The response that ends the call's stream.
-    Final(Bytes),
+/// Where a downstream stream's messages go: one stream of the event log.
+/// Every message is appended there before any socket sees it, so a client
+/// that drops can resume with `Last-Event-ID` and lose nothing.
+#[derive(Clone)]
+pub struct Sink {
+    log: Arc<dyn EventLog>,
+    /// The stream's id (the `<stream>` of its event ids).
+    pub stream: Arc<str>,
 }
 
-/// Where a downstream call's messages go: the SSE stream of its POST, if
-/// the client accepted one.
-pub type Sink = mpsc::Sender<Outbound>;
+impl Sink {
+    /// Opens a new log stream owned by `session`.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn open(log: Arc<dyn EventLog>, session: &str) -> Result<Sink, StoreError> {
+        let stream = new_stream_id();
+        log.open(&stream, session).await?;
+        Ok(Sink { log, stream })
+    }
 
-/// Capacity of one downstream stream's queue, in messages.
-pub const STREAM_QUEUE: usize = 64;
+    /// A handle on an existing stream (for a resume).
+    pub fn resumed(log: Arc<dyn EventLog>, stream: Arc<str>) -> Sink {
+        Sink { log, stream }
+    }
+
+    /// Appends a message. False if the stream is gone (expired, session ended).
+    pub async fn send(&self, message: Bytes) -> bool {
+        self.log.append(&self.stream, message).await.is_ok()
+    }
+
+    /// Marks the stream finished: readers end after its last event.
+    pub async fn finish(&self) {
+        let _ = self.log.finish(&self.stream).await;
+    }
+}
 
 /// One downstream session.
 pub struct Session {
@@ -41,13 +63,20 @@ pub struct Session {
     get_stream: Mutex<Option<Sink>>,
     /// Resource URIs this session subscribed to (`resources/subscribe`).
     subscriptions: Mutex<std::collections::HashSet<String>>,
-    /// Fired when the session ends (DELETE); its streams close.
+    /// Last time the client sent something or a message flowed to it.
+    last_active: Mutex<Instant>,
+    /// Fired when the session ends (DELETE, idle expiry); its streams close.
     pub closed: CancellationToken,
 }
 
-/// Why a downstream request id could not be registered.
+/// Why a downstream request could not be registered.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DuplicateId;
+pub enum BeginError {
+    /// The same id is already in flight (SPEC.md 13).
+    DuplicateId,
+    /// The session already has the most requests in flight it may have.
+    TooManyRequests,
+}
 
 impl Session {
     /// A new session with a fresh id.
@@ -60,18 +89,34 @@ impl Session {
             in_flight: Mutex::new(HashMap::new()),
             get_stream: Mutex::new(None),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
+            last_active: Mutex::new(Instant::now()),
             closed: CancellationToken::new(),
         }
     }
 
-    /// Registers a downstream request as in flight.
+    /// Notes activity: the session is not idle.
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Whether nothing flowed for `idle` and no request is in flight.
+    pub fn is_idle(&self, idle: std::time::Duration, now: Instant) -> bool {
+        let last = *self.last_active.lock().unwrap_or_else(|p| p.into_inner());
+        self.lock_in_flight().is_empty() && now.duration_since(last) >= idle
+    }
+
+    /// Registers a downstream request as in flight; at most `limit` at once.
     ///
     /// # Errors
-    /// [`DuplicateId`] if the same id is already in flight (SPEC.md 13).
-    pub fn begin(&self, id: &RequestId) -> Result<(), DuplicateId> {
+    /// [`BeginError::DuplicateId`] if the same id is already in flight,
+    /// [`BeginError::TooManyRequests`] at the limit.
+    pub fn begin(&self, id: &RequestId, limit: usize) -> Result<(), BeginError> {
         let mut m = self.lock_in_flight();
         if m.contains_key(id) {
-            return Err(DuplicateId);
+            return Err(BeginError::DuplicateId);
+        }
+        if m.len() >= limit {
+            return Err(BeginError::TooManyRequests);
         }
         m.insert(id.clone(), None);
         Ok(())
@@ -117,18 +162,28 @@ impl Session {
             .contains(uri)
     }
 
-    /// Installs a new GET stream, replacing (and so closing) any older one.
-    pub fn set_get_stream(&self, sink: Sink) {
-        *self.get_stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    /// Installs a new GET stream; returns the one it replaces (to finish).
+    pub fn set_get_stream(&self, sink: Sink) -> Option<Sink> {
+        self.get_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(sink)
     }
 
-    /// Queues a message on the GET stream. Returns false if there is none,
-    /// it is closed, or it is full (a slow consumer).
-    pub fn send_on_get_stream(&self, message: Bytes) -> bool {
-        let guard = self.get_stream.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .is_some_and(|s| s.try_send(Outbound::Interim(message)).is_ok())
+    /// The current GET stream, if any.
+    pub fn get_stream(&self) -> Option<Sink> {
+        self.get_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Appends a message to the GET stream. False if there is none.
+    pub async fn send_on_get_stream(&self, message: Bytes) -> bool {
+        match self.get_stream() {
+            Some(sink) => sink.send(message).await,
+            None => false,
+        }
     }
 
     fn lock_in_flight(&self) -> MutexGuard<'_, HashMap<RequestId, Option<(usize, u64)>>> {
@@ -160,6 +215,23 @@ impl Sessions {
             s.closed.cancel();
         }
         s
+    }
+
+    /// Removes every session idle for `idle` (see [`Session::is_idle`]) and
+    /// closes its streams; returns them.
+    pub fn remove_idle(&self, idle: std::time::Duration) -> Vec<Arc<Session>> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let ids: Vec<Arc<str>> = map
+            .values()
+            .filter(|s| s.is_idle(idle, now))
+            .map(|s| s.id.clone())
+            .collect();
+        let removed: Vec<Arc<Session>> = ids.iter().filter_map(|id| map.remove(id)).collect();
+        for s in &removed {
+            s.closed.cancel();
+        }
+        removed
     }
 
     /// A snapshot of all sessions.

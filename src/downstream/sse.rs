@@ -1,14 +1,18 @@
-//! SSE encoding of downstream streams (T25 "Sending Messages to the Server",
-//! "Listening for Messages from the Server"; SPEC.md 4, 14).
+//! SSE responses as readers of the event log (T25 "Resumability and
+//! Redelivery"; SPEC.md 4, 14, 15).
 //!
-//! Each stream has an id unique in this process; its events carry ids
-//! `<stream>:<seq>`, so `Last-Event-ID` names both stream and position. The
-//! first event is a priming event (an id, empty data). A call's stream ends
-//! after its response; a GET stream ends when the session ends or the
-//! gateway drains. Idle streams get keep-alive comments.
+//! Producers never write to sockets: they append to a log stream (see
+//! [`super::Sink`]). Every SSE response — the answer to a POST, a GET
+//! stream, or a resume with `Last-Event-ID` — reads that stream from a
+//! position: events carry ids `<stream>:<seq>`, a new stream starts with a
+//! priming event (`<stream>:0`, empty data), and the response ends after the
+//! stream is finished and read to its end. A reader that must stop early
+//! (drain, session end, `max_stream_duration`) sends `retry:` first, and the
+//! stream stays resumable. A slow client costs no buffer: the reader only
+//! reads from the log as fast as the socket takes it.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,62 +20,87 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use futures_util::stream;
 use http::HeaderValue;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Outbound;
-
-static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+use crate::observe::Stats;
+use crate::store::{EventId, EventLog};
 
 /// Reconnect delay suggested to clients when Ballast closes a stream
-/// (SPEC.md 4: send `retry:` before closing).
-const RETRY_AFTER_CLOSE: Duration = Duration::from_millis(1000);
+/// before its end (SPEC.md 4: send `retry:` before closing).
+pub(crate) const RETRY_AFTER_CLOSE: Duration = Duration::from_millis(1000);
 
-/// A fresh stream id (base-36 counter, unique in this process).
-fn next_stream_id() -> String {
-    let mut n = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
-    let mut digits = Vec::new();
-    loop {
-        let d = (n % 36) as u32;
-        digits.push(char::from_digit(d, 36).unwrap_or('0'));
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    digits.iter().rev().collect()
-}
+/// How long one log read waits before checking the stop signals again.
+const READ_WAIT: Duration = Duration::from_secs(30);
 
-enum Phase {
-    Priming,
-    Open,
-    Done,
+/// What an SSE response reads.
+pub(super) struct ReadSpec {
+    /// The log.
+    pub(super) log: Arc<dyn EventLog>,
+    /// The stream to read.
+    pub(super) stream: Arc<str>,
+    /// Read events after this seq (0 for a new stream).
+    pub(super) after: u64,
+    /// Send the priming event first (new streams only).
+    pub(super) priming: bool,
+    /// Any of these ends the response early, with `retry:`.
+    pub(super) stops: Vec<CancellationToken>,
+    /// Keep-alive comment interval on idle streams.
+    pub(super) keepalive: Duration,
+    /// End the response after this long, with `retry:` (`None`: never).
+    pub(super) max_duration: Option<Duration>,
+    /// Where abandoned streams are counted.
+    pub(super) stats: Arc<Stats>,
 }
 
 struct State {
-    rx: mpsc::Receiver<Outbound>,
-    stream_id: String,
-    seq: u64,
-    phase: Phase,
-    stops: Vec<CancellationToken>,
+    spec: ReadSpec,
+    pending: std::collections::VecDeque<(u64, bytes::Bytes)>,
+    finished: bool,
+    done: bool,
+    deadline: Option<Instant>,
 }
 
-/// An SSE response that relays `rx` until a [`Outbound::Final`] message,
-/// until `rx` closes, or until any of `stops` fires (then a `retry:` event
-/// is sent before the close).
-pub(super) fn response(
-    rx: mpsc::Receiver<Outbound>,
-    stops: Vec<CancellationToken>,
-    keepalive: Duration,
-) -> Response {
-    let state = State {
-        rx,
-        stream_id: next_stream_id(),
-        seq: 0,
-        phase: Phase::Priming,
-        stops,
+/// Counts a response dropped before it ended (the client went away). The
+/// stream itself lives on in the log, ready for a resume.
+struct AbandonGuard {
+    stats: Arc<Stats>,
+    stream: Arc<str>,
+    done: bool,
+}
+
+impl AbandonGuard {
+    fn complete(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats.disconnect("stream_abandoned");
+            tracing::debug!(stream = %self.stream, "client left an SSE stream; it stays resumable");
+        }
+    }
+}
+
+/// The SSE response for `spec`.
+pub(super) fn response(spec: ReadSpec) -> Response {
+    let keepalive = spec.keepalive;
+    let deadline = spec.max_duration.map(|d| Instant::now() + d);
+    let guard = AbandonGuard {
+        stats: spec.stats.clone(),
+        stream: spec.stream.clone(),
+        done: false,
     };
-    let mut resp = Sse::new(events(state))
+    let state = State {
+        spec,
+        pending: Default::default(),
+        finished: false,
+        done: false,
+        deadline,
+    };
+    let mut resp = Sse::new(events(state, guard))
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response();
     // Keep reverse proxies from buffering the stream (SPEC.md 33).
@@ -80,60 +109,81 @@ pub(super) fn response(
     resp
 }
 
-fn events(state: State) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold(state, |mut st| async move {
-        match st.phase {
-            Phase::Done => None,
-            Phase::Priming => {
-                st.phase = Phase::Open;
-                let event = Event::default().id(format!("{}:0", st.stream_id)).data("");
-                Some((Ok(event), st))
-            }
-            Phase::Open => {
-                let stop = async {
-                    match st.stops.as_slice() {
-                        [] => std::future::pending().await,
-                        [a] => a.cancelled().await,
-                        [a, b, ..] => {
-                            tokio::select! { () = a.cancelled() => {}, () = b.cancelled() => {} }
-                        }
-                    }
+fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((state, guard), |(mut st, mut guard)| async move {
+        if st.done {
+            guard.complete();
+            return None;
+        }
+        if st.spec.priming {
+            st.spec.priming = false;
+            let id = EventId {
+                stream: st.spec.stream.clone(),
+                seq: 0,
+            };
+            return Some((
+                Ok(Event::default().id(id.to_string()).data("")),
+                (st, guard),
+            ));
+        }
+        loop {
+            if let Some((seq, data)) = st.pending.pop_front() {
+                st.spec.after = seq;
+                let id = EventId {
+                    stream: st.spec.stream.clone(),
+                    seq,
                 };
-                let next = tokio::select! {
-                    m = st.rx.recv() => m,
-                    () = stop => {
-                        // Closed by Ballast: tell the client when to come back.
-                        st.phase = Phase::Done;
-                        return Some((Ok(Event::default().retry(RETRY_AFTER_CLOSE)), st));
-                    }
-                };
-                let (bytes, last) = match next? {
-                    Outbound::Interim(b) => (b, false),
-                    Outbound::Final(b) => (b, true),
-                };
-                if last {
-                    st.phase = Phase::Done;
-                }
-                st.seq += 1;
                 let event = Event::default()
                     .event("message")
-                    .id(format!("{}:{}", st.stream_id, st.seq))
-                    .data(String::from_utf8_lossy(&bytes));
-                Some((Ok(event), st))
+                    .id(id.to_string())
+                    .data(String::from_utf8_lossy(&data));
+                return Some((Ok(event), (st, guard)));
+            }
+            if st.finished {
+                guard.complete();
+                return None;
+            }
+            let read = st.spec.log.read(&st.spec.stream, st.spec.after, READ_WAIT);
+            let stop = async {
+                let deadline = async {
+                    match st.deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let tokens = any_cancelled(&st.spec.stops);
+                tokio::select! {
+                    () = tokens => {}
+                    () = deadline => {}
+                }
+            };
+            let batch = tokio::select! {
+                b = read => b,
+                () = stop => {
+                    // Closed early by Ballast: tell the client when to resume.
+                    st.done = true;
+                    return Some((Ok(Event::default().retry(RETRY_AFTER_CLOSE)), (st, guard)));
+                }
+            };
+            match batch {
+                Ok(b) => {
+                    st.pending.extend(b.events);
+                    st.finished = b.finished;
+                }
+                Err(_) => {
+                    // The stream expired or its session ended.
+                    guard.complete();
+                    return None;
+                }
             }
         }
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_ids_are_unique_visible_ascii() {
-        let a = next_stream_id();
-        let b = next_stream_id();
-        assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+/// Resolves when any token is cancelled (never, for none).
+async fn any_cancelled(tokens: &[CancellationToken]) {
+    if tokens.is_empty() {
+        return std::future::pending().await;
     }
+    futures_util::future::select_all(tokens.iter().map(|t| Box::pin(t.cancelled()))).await;
 }

@@ -1,5 +1,8 @@
-//! Observability: logging now; metrics and escalation follow.
+//! Observability: logging and the gateway's own counters; Prometheus metrics
+//! and escalation follow.
 
 mod logging;
+mod stats;
 
 pub use self::logging::init_logging;
+pub use self::stats::{Stats, disconnect_cause};

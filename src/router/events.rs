@@ -33,7 +33,10 @@ impl Router {
                     upstream,
                     notification,
                     origin,
-                } => self.on_notification(upstream, notification, origin, &sessions),
+                } => {
+                    self.on_notification(upstream, notification, origin, &sessions)
+                        .await
+                }
                 UpstreamEvent::Request {
                     upstream,
                     request,
@@ -45,7 +48,7 @@ impl Router {
                     // A restart can change the catalog: tell every client.
                     let _ = self.catalog();
                     if self.upstreams[upstream].current().is_some() {
-                        broadcast(&sessions, method::TOOLS_LIST_CHANGED);
+                        broadcast(&sessions, method::TOOLS_LIST_CHANGED).await;
                     }
                 }
             }
@@ -72,7 +75,7 @@ impl Router {
         found.map(|(_, r)| r.clone())
     }
 
-    fn on_notification(
+    async fn on_notification(
         &self,
         upstream: usize,
         n: Notification,
@@ -97,7 +100,7 @@ impl Router {
                     method: n.method,
                     params: Some(p.into_raw()),
                 });
-                if !deliver(&route, message) {
+                if !deliver(&route, message).await {
                     tracing::debug!(session = %route.session.id, "progress dropped: no open stream");
                 }
             }
@@ -112,7 +115,7 @@ impl Router {
                     }
                     let bytes = Message::Notification(n).to_bytes();
                     for s in sessions {
-                        s.send_on_get_stream(bytes.clone());
+                        s.send_on_get_stream(bytes.clone()).await;
                     }
                 });
             }
@@ -142,7 +145,7 @@ impl Router {
                         params: Some(params),
                     })
                     .to_bytes();
-                    session.send_on_get_stream(bytes);
+                    session.send_on_get_stream(bytes).await;
                 }
             }
             method::RESOURCES_UPDATED => {
@@ -151,12 +154,12 @@ impl Router {
                 let Some(uri) = uri else { return };
                 let bytes = Message::Notification(n).to_bytes();
                 for s in sessions.all().into_iter().filter(|s| s.is_subscribed(&uri)) {
-                    s.send_on_get_stream(bytes.clone());
+                    s.send_on_get_stream(bytes.clone()).await;
                 }
             }
             _ => match self.owner(upstream, origin) {
                 Some(route) => {
-                    deliver(&route, Message::Notification(n));
+                    deliver(&route, Message::Notification(n)).await;
                 }
                 // Never broadcast what may concern one client only (SPEC.md 6).
                 None => {
@@ -196,7 +199,7 @@ impl Router {
             method: request.method,
             params: request.params,
         });
-        if !deliver(&route, message) {
+        if !deliver(&route, message).await {
             self.lock_server_requests().remove(&downstream_id);
             let error = ErrorObject::new(
                 code::INTERNAL_ERROR,
@@ -215,13 +218,13 @@ async fn reject(conn: &Weak<Connection>, id: RequestId, error: &ErrorObject) {
     }
 }
 
-fn broadcast(sessions: &Sessions, method: &str) {
+async fn broadcast(sessions: &Sessions, method: &str) {
     let bytes = Message::Notification(Notification {
         method: method.to_owned(),
         params: None,
     })
     .to_bytes();
     for s in sessions.all() {
-        s.send_on_get_stream(bytes.clone());
+        s.send_on_get_stream(bytes.clone()).await;
     }
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 pub use self::catalog::{Catalog, Target, ToolEntry};
 use crate::config::Config;
-use crate::downstream::{Outbound, Session, Sink};
+use crate::downstream::{Session, Sink};
 use crate::jsonrpc::{
     ErrorObject, Message, Notification, Request, RequestId, Response, code, empty_object, to_raw,
 };
@@ -525,15 +525,17 @@ impl Router {
 }
 
 /// Sends one message on a call's stream, or on the session's GET stream
-/// when the call has no stream. Returns false if it could not be queued.
-pub(crate) fn deliver(route: &CallRoute, message: Message) -> bool {
+/// when the call has none (JSON mode). Returns false if it could not be
+/// placed in any stream.
+pub(crate) async fn deliver(route: &CallRoute, message: Message) -> bool {
     let bytes = message.to_bytes();
     if let Some(sink) = &route.sink
-        && sink.try_send(Outbound::Interim(bytes.clone())).is_ok()
+        && sink.send(bytes.clone()).await
     {
+        route.session.touch();
         return true;
     }
-    route.session.send_on_get_stream(bytes)
+    route.session.send_on_get_stream(bytes).await
 }
 
 /// The negotiated version for a client's `initialize` params.

@@ -1,0 +1,162 @@
+//! Stores behind traits, so a shared (Redis) implementation can replace the
+//! in-memory one without changing callers (DESIGN.md principle 7).
+//!
+//! - [`EventLog`] — the retained events of every downstream SSE stream, for
+//!   replay on resume (`Last-Event-ID`, T25 "Resumability and Redelivery").
+//! - `memory.rs` — the embedded default.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+pub use self::memory::MemoryEventLog;
+
+/// Where an event sits: `<stream>:<seq>`, the SSE `id` Ballast sends and the
+/// `Last-Event-ID` a client returns (SPEC.md 14: unique across streams, and
+/// a cursor within its stream). Seq 0 is the stream's priming event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId {
+    /// The stream id: 16 hex digits from a CSPRNG, unique across replicas.
+    pub stream: Arc<str>,
+    /// Position in the stream; 0 = the priming event, events count from 1.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Parses `<stream>:<seq>`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<EventId> {
+        let (stream, seq) = s.rsplit_once(':')?;
+        if stream.is_empty() || !stream.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        Some(EventId {
+            stream: stream.into(),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.stream, self.seq)
+    }
+}
+
+/// A new random stream id (64 bits from a CSPRNG, as 16 hex digits).
+pub fn new_stream_id() -> Arc<str> {
+    use rand::RngExt;
+    let bits: u64 = rand::rng().random();
+    format!("{bits:016x}").into()
+}
+
+/// Events read from a stream.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// `(seq, data)` in order, all after the requested position.
+    pub events: Vec<(u64, Bytes)>,
+    /// The stream is finished and `events` reaches its end.
+    pub finished: bool,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream does not exist (never opened, or expired).
+    #[error("unknown or expired stream")]
+    UnknownStream,
+    /// The store itself failed (I/O, timeout).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Limits of one stream's retained events.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Most events kept per stream (count).
+    pub max_events: usize,
+    /// Most bytes of event data kept per stream.
+    pub max_bytes: usize,
+}
+
+/// The retained events of every downstream SSE stream.
+///
+/// Contract (every implementation):
+/// - `append` returns only once the event is durable in this store, so an
+///   event is in the log *before* any socket sees it; seqs are 1, 2, 3, …
+///   per stream, and stream ids are globally unique, so event ids are too.
+/// - A stream belongs to one session (`owner`); resume is only offered to it.
+/// - Bounded per stream by [`StreamLimits`]: past either limit the *oldest*
+///   events are dropped. The final response is the last event, so it is
+///   never the one dropped; a resume from a dropped position continues at
+///   the oldest retained event (interim notifications may be missed).
+/// - A finished stream stays readable for the resume window, then is
+///   dropped by [`EventLog::expire`]; an unfinished one is kept while its
+///   call runs.
+pub trait EventLog: Send + Sync + 'static {
+    /// Creates stream `stream` owned by session `session`.
+    fn open<'a>(
+        &'a self,
+        stream: &'a str,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Appends one event; returns its seq.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownStream`] if the stream is gone.
+    fn append<'a>(&'a self, stream: &'a str, data: Bytes)
+    -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Marks the stream finished: readers end after its last event.
+    fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The events after seq `after`. If there are none and the stream is
+    /// not finished, waits up to `wait` for one.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownStream`] if the stream is gone.
+    fn read<'a>(
+        &'a self,
+        stream: &'a str,
+        after: u64,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Batch, StoreError>>;
+
+    /// The session that owns the stream, if the stream exists.
+    fn owner<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Arc<str>>, StoreError>>;
+
+    /// Drops streams finished more than `resume_window` ago, and every
+    /// stream of the sessions in `ended`. Returns how many were dropped.
+    fn expire<'a>(&'a self, resume_window: Duration, ended: &'a [Arc<str>])
+    -> BoxFuture<'a, usize>;
+
+    /// Number of streams held (for health and tests).
+    fn len(&self) -> usize;
+
+    /// Whether no stream is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip_and_reject_garbage() {
+        let id = EventId {
+            stream: new_stream_id(),
+            seq: 42,
+        };
+        assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        for bad in ["", "abc", ":1", "a:b", "a b:1", "ab:-1"] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
+    }
+}
