@@ -172,6 +172,13 @@ impl McpClient {
             .expect("POST")
     }
 
+    /// POSTs a body; returns (body text, HTTP status).
+    pub async fn request_raw_status(&self, body: Value) -> (String, u16) {
+        let r = self.post(&body).await;
+        let status = r.status().as_u16();
+        (r.text().await.unwrap_or_default(), status)
+    }
+
     /// Sends a request and returns (interim messages, final response).
     pub async fn request(&mut self, method: &str, params: Value) -> (Vec<Value>, Value) {
         let id = self.next_id();
