@@ -28,11 +28,14 @@ impl Router {
         sessions: Arc<Sessions>,
     ) {
         while let Some(event) = rx.recv().await {
+            // `handled` drops once the message is placed, releasing the
+            // connection to handle its next message (upstream order kept).
             match event {
                 UpstreamEvent::Notification {
                     upstream,
                     notification,
                     origin,
+                    handled: _handled,
                 } => {
                     self.on_notification(upstream, notification, origin, &sessions)
                         .await
@@ -42,6 +45,7 @@ impl Router {
                     request,
                     origin,
                     conn,
+                    handled: _handled,
                 } => self.on_request(upstream, request, origin, conn).await,
                 UpstreamEvent::StateChanged { upstream } => {
                     self.purge_server_requests();

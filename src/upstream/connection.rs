@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::transport::{INCOMING_CAPACITY, Incoming, Transport};
-use super::{UpstreamError, UpstreamEvent};
+use super::{Handled, UpstreamError, UpstreamEvent};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Message, Notification, Request, RequestId, Response, empty_object, to_raw};
 use crate::mcp::{LATEST_LEGACY, method};
@@ -297,24 +297,43 @@ impl Connection {
                 let _ = self.respond(request.id, Ok(empty_object())).await;
             }
             Message::Request(request) => {
-                let _ = events
-                    .send(UpstreamEvent::Request {
-                        upstream,
-                        request,
-                        origin,
-                        conn,
-                    })
-                    .await;
+                let (handled, placed) = Handled::new();
+                let event = UpstreamEvent::Request {
+                    upstream,
+                    request,
+                    origin,
+                    conn,
+                    handled,
+                };
+                self.emit(event, placed, events).await;
             }
             Message::Notification(notification) => {
-                let _ = events
-                    .send(UpstreamEvent::Notification {
-                        upstream,
-                        notification,
-                        origin,
-                    })
-                    .await;
+                let (handled, placed) = Handled::new();
+                let event = UpstreamEvent::Notification {
+                    upstream,
+                    notification,
+                    origin,
+                    handled,
+                };
+                self.emit(event, placed, events).await;
             }
+        }
+    }
+
+    /// Hands an event to the router and waits until it is placed, so the
+    /// next message from this upstream cannot overtake it.
+    async fn emit(
+        &self,
+        event: UpstreamEvent,
+        placed: tokio::sync::oneshot::Receiver<()>,
+        events: &mpsc::Sender<UpstreamEvent>,
+    ) {
+        if events.send(event).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = placed => {}
+            () = self.closed.cancelled() => {}
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum UpstreamEvent {
         notification: Notification,
         /// The upstream request whose response stream carried it, if known.
         origin: Option<u64>,
+        /// Fired once the router has placed it (see [`Handled`]).
+        handled: Handled,
     },
     /// A server→client request (sampling, elicitation, roots/list, …).
     Request {
@@ -58,12 +60,36 @@ pub enum UpstreamEvent {
         /// The connection that sent it: the answer must go back on it, not
         /// on a later connection (a restarted child reuses ids).
         conn: std::sync::Weak<Connection>,
+        /// Fired once the router has placed it (see [`Handled`]).
+        handled: Handled,
     },
     /// The upstream became ready or stopped being ready.
     StateChanged {
         /// Index of the upstream in the config.
         upstream: usize,
     },
+}
+
+/// Dropped (or fired) when the router has placed an upstream message in its
+/// downstream stream. The connection waits for it before handling the next
+/// message, so a notification the upstream sent before a response is in the
+/// call's stream before that response (upstream order is kept).
+#[derive(Debug)]
+pub struct Handled(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Handled {
+    pub(crate) fn new() -> (Handled, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Handled(Some(tx)), rx)
+    }
+}
+
+impl Drop for Handled {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// Where an upstream is in its life.
