@@ -157,7 +157,7 @@ async fn handle_message(
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Message::Response(r) => {
-            gw.router.handle_response(&session, r).await;
+            respond(&gw, &session, r).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Message::Request(r) => {
@@ -260,7 +260,7 @@ async fn batch(
         match message {
             Message::Request(r) => calls.push(spawn_call(gw.clone(), session.clone(), r, None)),
             Message::Notification(n) => gw.router.handle_notification(&session, n).await,
-            Message::Response(r) => gw.router.handle_response(&session, r).await,
+            Message::Response(r) => respond(&gw, &session, r).await,
         }
     }
     if calls.is_empty() {
@@ -276,6 +276,13 @@ async fn batch(
     }
     body.push(b']');
     Ok(json_response(Bytes::from(body)))
+}
+
+/// Hands a client's response to the router; counts one Ballast never asked for.
+async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcResponse) {
+    if !gw.router.handle_response(session, response).await {
+        gw.stats.add("responses", "ignored");
+    }
 }
 
 /// Registers a request in its session, within the per-session limit.

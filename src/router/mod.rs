@@ -455,8 +455,9 @@ impl Router {
 
     /// Handles a downstream response: the answer to a server→client request
     /// Ballast forwarded; it goes back to the upstream under its own id.
-    /// Answers to requests Ballast never sent are ignored (and logged).
-    pub(crate) async fn handle_response(&self, session: &Arc<Session>, response: Response) {
+    /// Answers to requests Ballast never sent are ignored (and logged);
+    /// returns false for those.
+    pub(crate) async fn handle_response(&self, session: &Arc<Session>, response: Response) -> bool {
         let route = match &response.id {
             Some(RequestId::Number(n)) => {
                 let mut map = self.lock_server_requests();
@@ -469,7 +470,7 @@ impl Router {
         };
         let Some(route) = route else {
             tracing::debug!(session = %session.id, id = ?response.id, "response to no request Ballast sent; ignored");
-            return;
+            return false;
         };
         match route.conn.upgrade().filter(|c| !c.is_closed()) {
             Some(conn) => {
@@ -479,6 +480,7 @@ impl Router {
                 tracing::debug!(session = %session.id, "answer for an upstream connection that is gone; dropped")
             }
         }
+        true
     }
 
     /// Cancels every upstream call of a session that ended (DELETE), and
