@@ -200,3 +200,24 @@ async fn python_sdk_against_the_demo_upstream() {
     assert_eq!(report["calls"][2]["is_error"], true);
     gw.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs real peers: run scripts/test.sh"]
+async fn python_sdk_over_the_2024_11_05_sse_transport() {
+    let gw = TestGateway::start(demo_config()).await;
+    let url = format!("http://{}/sse", gw.addr);
+    let report = python_client(
+        &url,
+        &[
+            "--transport",
+            "sse",
+            "--call",
+            "echo",
+            r#"{"message": "old transport"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(report["calls"][0]["text"], "old transport");
+    assert!(tools(&report).contains(&"sleep"));
+    gw.stop().await;
+}

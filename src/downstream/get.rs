@@ -16,17 +16,12 @@ use crate::store::EventId;
 /// stream right after the given event (SPEC.md 15). An id that names no
 /// stream of this session (expired, foreign, malformed) opens a new GET
 /// stream instead, revealing nothing about other sessions.
-pub(super) async fn get(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
-    open(&gw, &uri, &headers)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn open(
-    gw: &Arc<Gateway>,
-    uri: &Uri,
-    headers: &HeaderMap,
+pub(super) async fn get(
+    State(gw): State<Arc<Gateway>>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, DownstreamError> {
+    let (gw, uri, headers) = (&gw, &uri, &headers);
     guard::check_host_and_origin(headers, uri.authority(), &gw.config.server)?;
     if !guard::accepts(headers).sse {
         return Err(DownstreamError::NotAcceptable("text/event-stream"));
@@ -73,20 +68,13 @@ pub(super) async fn delete(
     State(gw): State<Arc<Gateway>>,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        guard::check_host_and_origin(&headers, uri.authority(), &gw.config.server)?;
-        let session = super::session_of(&gw, &headers)?;
-        gw.sessions.remove(&session.id);
-        gw.router.end_session(&session).await;
-        gw.log
-            .expire(
-                gw.config.server.resume_window,
-                std::slice::from_ref(&session.id),
-            )
-            .await;
-        tracing::info!(session = %session.id, "session ended by client");
-        Ok::<_, DownstreamError>(StatusCode::OK.into_response())
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, DownstreamError> {
+    guard::check_host_and_origin(&headers, uri.authority(), &gw.config.server)?;
+    let session = super::session_of(&gw, &headers)?;
+    gw.sessions.remove(&session.id);
+    gw.router.end_session(&session).await;
+    let ended = std::slice::from_ref(&session.id);
+    gw.log.expire(gw.config.server.resume_window, ended).await;
+    tracing::info!(session = %session.id, "session ended by client");
+    Ok(StatusCode::OK.into_response())
 }

@@ -1,7 +1,8 @@
 //! The downstream side: the HTTP routes clients connect to.
 //!
 //! - `post.rs` — `POST /mcp` (messages in; JSON or SSE answers).
-//! - `get.rs` — `GET /mcp` (server→client stream) and `DELETE /mcp`.
+//! - `get.rs` — `GET /mcp` (server→client stream, resume) and `DELETE /mcp`.
+//! - `legacy_sse.rs` — the 2024-11-05 HTTP+SSE transport (`/sse`, `/message`).
 //! - `sse.rs` — stream ids, event ids, priming and keep-alive.
 //! - `session.rs` — sessions and their in-flight requests.
 //! - `guard.rs` — Host/Origin/Accept/Content-Type/version checks.
@@ -12,6 +13,7 @@ mod error;
 mod get;
 mod guard;
 mod health;
+mod legacy_sse;
 mod post;
 mod session;
 mod sse;
@@ -24,6 +26,7 @@ use http::HeaderMap;
 
 pub use self::error::DownstreamError;
 pub use self::guard::{SESSION_HEADER, VERSION_HEADER};
+pub use self::legacy_sse::{MESSAGE_PATH, SSE_PATH};
 pub use self::session::{BeginError, Session, Sessions, Sink};
 use crate::gateway::Gateway;
 
@@ -33,6 +36,8 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
     let path = gw.config.server.path.clone();
     Router::new()
         .route(&path, post(post::post).get(get::get).delete(get::delete))
+        .route(legacy_sse::SSE_PATH, get(legacy_sse::open))
+        .route(legacy_sse::MESSAGE_PATH, post(legacy_sse::message))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(gw)

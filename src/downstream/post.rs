@@ -67,7 +67,7 @@ async fn handle(
 }
 
 /// Reads the body, refusing more than `limit` bytes (413).
-async fn read_body(
+pub(super) async fn read_body(
     body: HttpBody,
     headers: &HeaderMap,
     limit: usize,
@@ -141,6 +141,8 @@ pub(super) fn read_spec(
         keepalive: cfg.keepalive_interval,
         max_duration: (!cfg.max_stream_duration.is_zero()).then_some(cfg.max_stream_duration),
         stats: gw.stats.clone(),
+        endpoint: None,
+        on_close: None,
     }
 }
 
@@ -174,10 +176,10 @@ async fn handle_message(
                     }
                 };
                 let spec = read_spec(&gw, &sink, vec![session.closed.clone()]);
-                spawn_call(gw.clone(), session, r, Some(sink));
+                spawn_call(gw.clone(), session, r, Some(sink), true);
                 Ok(sse::response(spec))
             } else {
-                let call = spawn_call(gw, session, r, None);
+                let call = spawn_call(gw, session, r, None, true);
                 match call.await {
                     Ok(bytes) => Ok(json_response(bytes)),
                     Err(_) => Err(DownstreamError::BodyRead),
@@ -192,11 +194,12 @@ async fn handle_message(
 /// response; with a sink, also sends it there as the final event. A call
 /// the client cancelled ends its stream without a response (U25); JSON mode
 /// still has to answer the POST, and gets a "cancelled" error.
-fn spawn_call(
+pub(super) fn spawn_call(
     gw: Arc<Gateway>,
     session: Arc<Session>,
     request: Request,
     sink: Option<Sink>,
+    finish_stream: bool,
 ) -> tokio::task::JoinHandle<Bytes> {
     let span = tracing::info_span!("call", session = %session.id, id = %request.id, method = %request.method);
     tokio::spawn(
@@ -209,7 +212,7 @@ fn spawn_call(
             session.end(&id);
             session.touch();
             let Some(response) = response else {
-                if let Some(sink) = sink {
+                if let Some(sink) = sink.filter(|_| finish_stream) {
                     sink.finish().await;
                 }
                 let cancelled = ErrorObject::new(code::INTERNAL_ERROR, "request cancelled");
@@ -222,7 +225,9 @@ fn spawn_call(
                 if !sink.send(bytes.clone()).await {
                     tracing::debug!("stream gone before the response (session ended)");
                 }
-                sink.finish().await;
+                if finish_stream {
+                    sink.finish().await;
+                }
             }
             bytes
         }
@@ -258,7 +263,9 @@ async fn batch(
     let mut calls = Vec::new();
     for message in messages {
         match message {
-            Message::Request(r) => calls.push(spawn_call(gw.clone(), session.clone(), r, None)),
+            Message::Request(r) => {
+                calls.push(spawn_call(gw.clone(), session.clone(), r, None, true))
+            }
             Message::Notification(n) => gw.router.handle_notification(&session, n).await,
             Message::Response(r) => respond(&gw, &session, r).await,
         }
@@ -279,14 +286,18 @@ async fn batch(
 }
 
 /// Hands a client's response to the router; counts one Ballast never asked for.
-async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcResponse) {
+pub(super) async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcResponse) {
     if !gw.router.handle_response(session, response).await {
         gw.stats.add("responses", "ignored");
     }
 }
 
 /// Registers a request in its session, within the per-session limit.
-fn begin(gw: &Gateway, session: &Session, id: &RequestId) -> Result<(), DownstreamError> {
+pub(super) fn begin(
+    gw: &Gateway,
+    session: &Session,
+    id: &RequestId,
+) -> Result<(), DownstreamError> {
     session.touch();
     session
         .begin(id, gw.config.server.max_requests_per_session)

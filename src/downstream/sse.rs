@@ -51,6 +51,11 @@ pub(super) struct ReadSpec {
     pub(super) max_duration: Option<Duration>,
     /// Where abandoned streams are counted.
     pub(super) stats: Arc<Stats>,
+    /// 2024-11-05 transport: send an `endpoint` event with this POST URI
+    /// first, instead of the priming event.
+    pub(super) endpoint: Option<String>,
+    /// Runs when the response ends or the client leaves.
+    pub(super) on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 struct State {
@@ -67,6 +72,7 @@ struct AbandonGuard {
     stats: Arc<Stats>,
     stream: Arc<str>,
     done: bool,
+    on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl AbandonGuard {
@@ -81,17 +87,21 @@ impl Drop for AbandonGuard {
             self.stats.disconnect("stream_abandoned");
             tracing::debug!(stream = %self.stream, "client left an SSE stream; it stays resumable");
         }
+        if let Some(f) = self.on_close.take() {
+            f();
+        }
     }
 }
 
 /// The SSE response for `spec`.
-pub(super) fn response(spec: ReadSpec) -> Response {
+pub(super) fn response(mut spec: ReadSpec) -> Response {
     let keepalive = spec.keepalive;
     let deadline = spec.max_duration.map(|d| Instant::now() + d);
     let guard = AbandonGuard {
         stats: spec.stats.clone(),
         stream: spec.stream.clone(),
         done: false,
+        on_close: spec.on_close.take(),
     };
     let state = State {
         spec,
@@ -114,6 +124,13 @@ fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event,
         if st.done {
             guard.complete();
             return None;
+        }
+        if let Some(endpoint) = st.spec.endpoint.take() {
+            st.spec.priming = false;
+            return Some((
+                Ok(Event::default().event("endpoint").data(endpoint)),
+                (st, guard),
+            ));
         }
         if st.spec.priming {
             st.spec.priming = false;
