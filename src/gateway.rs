@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::downstream::Sessions;
+use crate::downstream::{Readers, Sessions};
 use crate::observe::Stats;
 use crate::router::Router;
 use crate::store::{EventLog, MemoryEventLog, StreamLimits};
@@ -40,6 +40,8 @@ pub struct Gateway {
     pub log: Arc<dyn EventLog>,
     /// Counters (disconnects by cause, expiries, ignored messages).
     pub stats: Arc<Stats>,
+    /// Who reads which stream (to find abandoned calls).
+    pub readers: Arc<Readers>,
     /// Fired when the drain starts: readiness goes red, GET streams close,
     /// new sessions and calls are refused.
     pub draining: CancellationToken,
@@ -81,6 +83,7 @@ impl Gateway {
             sessions,
             log,
             stats,
+            readers: Arc::new(Readers::default()),
             draining: CancellationToken::new(),
             streams_closing: CancellationToken::new(),
             stop_upstreams,
@@ -151,6 +154,20 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
             gw.router.end_session(&s).await;
             ended.push(s.id.clone());
         }
+        if gw.config.server.cancel_abandoned_calls {
+            let window = gw.config.server.resume_window;
+            let abandoned = gw
+                .router
+                .abandoned_calls(|stream, since| gw.readers.unread_for(stream, window, since));
+            for (upstream, id, stream) in abandoned {
+                tracing::info!(%stream, "nobody resumed the stream within the resume window; cancelling its call");
+                gw.stats.add("calls", "abandoned");
+                gw.router
+                    .cancel_call(upstream, id, "client did not return")
+                    .await;
+            }
+        }
+        gw.readers.prune(&gw.router.running_streams());
         let dropped = gw.log.expire(gw.config.server.resume_window, &ended).await;
         if dropped > 0 {
             tracing::debug!(dropped, "streams dropped from the event log");

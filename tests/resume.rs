@@ -232,3 +232,40 @@ async fn session_and_request_limits_answer_with_retry_after() {
     while first.next().await.is_some() {}
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_call_nobody_comes_back_for_is_cancelled_after_the_resume_window() {
+    let mut config = demo_config();
+    config.server.resume_window = Duration::from_millis(300);
+    let gw = TestGateway::start(config).await;
+    let c = McpClient::connect(&gw.url).await;
+    let call = json!({ "jsonrpc": "2.0", "id": 51, "method": "tools/call",
+                       "params": { "name": "sleep", "arguments": { "ms": 60000 } } });
+    let mut events = raw_events(c.post(&call).await);
+    let _priming = events.next().await.expect("priming");
+    drop(events); // the client leaves and never returns
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, r) = gw.readyz().await;
+        if r["calls_in_flight"] == 0 {
+            assert_eq!(r["counters"]["calls.abandoned"], 1, "{r}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "call not cancelled: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A call whose stream is being read is never cancelled, however long.
+    let (_, fin) = McpClient::connect(&gw.url)
+        .await
+        .request_with_id(
+            json!(52),
+            "tools/call",
+            json!({ "name": "sleep", "arguments": { "ms": 800 } }),
+        )
+        .await;
+    assert_eq!(fin["result"]["content"][0]["text"], "slept 800 ms");
+    gw.stop().await;
+}

@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub stream_max_events: usize,
     /// Most bytes retained per stream for resume; past it the oldest events go. Default 16 MiB.
     pub stream_max_bytes: usize,
+    /// Cancel a call upstream (`notifications/cancelled`) when nobody has
+    /// read its stream for `resume_window`. Default true.
+    pub cancel_abandoned_calls: bool,
 }
 
 /// `[log]`: log output.
@@ -221,6 +224,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             stream_max_events: 10_000,
             stream_max_bytes: 16 * 1024 * 1024,
+            cancel_abandoned_calls: true,
         }
     }
 }

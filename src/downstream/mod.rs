@@ -15,6 +15,7 @@ mod guard;
 mod health;
 mod legacy_sse;
 mod post;
+mod readers;
 mod session;
 mod sse;
 
@@ -27,6 +28,7 @@ use http::HeaderMap;
 pub use self::error::DownstreamError;
 pub use self::guard::{SESSION_HEADER, VERSION_HEADER};
 pub use self::legacy_sse::{MESSAGE_PATH, SSE_PATH};
+pub use self::readers::{ReaderLease, Readers};
 pub use self::session::{BeginError, Session, Sessions, Sink};
 use crate::gateway::Gateway;
 

@@ -143,6 +143,7 @@ pub(super) fn read_spec(
         stats: gw.stats.clone(),
         endpoint: None,
         on_close: None,
+        lease: Some(gw.readers.attach(sink.stream.clone())),
     }
 }
 

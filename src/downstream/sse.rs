@@ -56,6 +56,8 @@ pub(super) struct ReadSpec {
     pub(super) endpoint: Option<String>,
     /// Runs when the response ends or the client leaves.
     pub(super) on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Marks the stream as being read while this response lives.
+    pub(super) lease: Option<super::ReaderLease>,
 }
 
 struct State {
@@ -73,6 +75,7 @@ struct AbandonGuard {
     stream: Arc<str>,
     done: bool,
     on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
+    _lease: Option<super::ReaderLease>,
 }
 
 impl AbandonGuard {
@@ -102,6 +105,7 @@ pub(super) fn response(mut spec: ReadSpec) -> Response {
         stream: spec.stream.clone(),
         done: false,
         on_close: spec.on_close.take(),
+        _lease: spec.lease.take(),
     };
     let state = State {
         spec,

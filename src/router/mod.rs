@@ -31,6 +31,8 @@ use crate::upstream::{Connection, Upstream, UpstreamError, UpstreamState};
 /// How a call's upstream messages get back to the downstream client.
 pub(crate) struct CallRoute {
     pub(crate) session: Arc<Session>,
+    /// When the call started (a stream never read counts from here).
+    pub(crate) started: tokio::time::Instant,
     /// The downstream's `progressToken`, restored on progress notifications.
     pub(crate) progress_token: Option<Box<RawValue>>,
     /// The call's SSE stream; `None` when the client asked for JSON.
@@ -373,6 +375,7 @@ impl Router {
         };
         let route = Arc::new(CallRoute {
             session: session.clone(),
+            started: tokio::time::Instant::now(),
             progress_token,
             sink,
         });
@@ -513,6 +516,37 @@ impl Router {
     pub(crate) fn purge_server_requests(&self) {
         self.lock_server_requests()
             .retain(|_, r| r.conn.upgrade().is_some_and(|c| !c.is_closed()));
+    }
+
+    /// Calls in flight whose SSE stream `unread(stream, started)` says
+    /// nobody has read for the resume window: `(upstream, id, stream)`.
+    pub(crate) fn abandoned_calls(
+        &self,
+        unread: impl Fn(&str, tokio::time::Instant) -> bool,
+    ) -> Vec<(usize, u64, Arc<str>)> {
+        self.lock_calls()
+            .iter()
+            .filter_map(|((u, id), r)| {
+                let sink = r.sink.as_ref()?;
+                unread(&sink.stream, r.started).then(|| (*u, *id, sink.stream.clone()))
+            })
+            .collect()
+    }
+
+    /// The streams of every call in flight.
+    pub(crate) fn running_streams(&self) -> std::collections::HashSet<Arc<str>> {
+        self.lock_calls()
+            .values()
+            .filter_map(|r| r.sink.as_ref().map(|s| s.stream.clone()))
+            .collect()
+    }
+
+    /// Cancels one upstream call (`notifications/cancelled` upstream); its
+    /// stream ends without a response.
+    pub(crate) async fn cancel_call(&self, upstream: usize, id: u64, reason: &str) {
+        if let Some(conn) = self.upstreams.get(upstream).and_then(|u| u.current()) {
+            conn.cancel(id, reason).await;
+        }
     }
 
     fn lock_calls(&self) -> MutexGuard<'_, HashMap<(usize, u64), Arc<CallRoute>>> {
