@@ -354,3 +354,30 @@ async fn a_cancelled_call_ends_its_stream_without_a_response() {
     assert_eq!(r["calls_in_flight"], json!(0));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_broken_upstream_answer_stream_is_resumed_with_last_event_id() {
+    // Client → B → (proxy that cuts once) → A → demo.
+    let a = TestGateway::start(demo_config()).await;
+    let (proxy, severed) = support::severing_proxy(a.addr).await;
+    let mut config = ballast::Config::default();
+    config.add_upstream(
+        "a",
+        ballast::config::UpstreamConfig::http(format!("http://{proxy}/mcp")),
+    );
+    let b = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&b.url).await;
+    let r = c.call_tool("sleep", json!({ "ms": 300 })).await;
+    assert!(
+        severed.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy never cut"
+    );
+    assert_eq!(text_of(&r), "slept 300 ms", "{r}");
+    let (_, ar) = a.readyz().await;
+    assert!(
+        ar["counters"]["streams.resumed"].as_u64().unwrap_or(0) >= 1,
+        "{ar}"
+    );
+    b.stop().await;
+    a.stop().await;
+}

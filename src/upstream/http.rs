@@ -7,7 +7,11 @@
 //! transport replays the recorded `initialize` + `notifications/initialized`
 //! and retries the request once — the caller never sees it (SPEC.md 11).
 //! After `notifications/initialized`, a GET stream is held open for
-//! server→client messages (405 means the server offers none).
+//! server→client messages (405 means the server offers none). An answer
+//! stream that breaks before the answer is resumed with `GET` +
+//! `Last-Event-ID` (backoff 50 ms doubling to 2 s, within the request
+//! timeout) when the server gave event ids; without ids the call fails as
+//! `Closed` (outcome unknown).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +36,10 @@ const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 const MAX_JSON_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Longest pause between GET stream reconnects.
 const MAX_GET_BACKOFF: Duration = Duration::from_secs(10);
+/// First pause before resuming a broken answer stream; doubles per attempt.
+const MIN_RESUME_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between attempts to resume a broken answer stream.
+const MAX_RESUME_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A Streamable HTTP client transport.
 pub(crate) struct HttpTransport {
@@ -260,33 +268,54 @@ impl Inner {
             .and_then(|id| i64::try_from(id).ok())
             .map(RequestId::Number);
         if is_sse {
-            let mut events = SseByteStream::new(resp.bytes_stream());
-            while let Some(event) = events.next().await {
-                let event = match event {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::debug!(upstream = %self.name, error = %e, "upstream SSE stream broke");
-                        break;
+            let mut resp = resp;
+            let mut backoff = MIN_RESUME_BACKOFF;
+            let mut last_event_id = None;
+            loop {
+                match self
+                    .read_sse(
+                        resp,
+                        request_id,
+                        wanted.as_ref(),
+                        forward,
+                        &mut last_event_id,
+                    )
+                    .await
+                {
+                    Some(answer) => return Ok(answer),
+                    None if request_id.is_none() => return Ok(None),
+                    None => {}
+                }
+                // The stream ended without the answer. With an event id to
+                // resume from, reconnect (T25 resumability); else it is lost.
+                let Some(from) = last_event_id.clone() else {
+                    return Err(UpstreamError::Closed);
+                };
+                resp = loop {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_RESUME_BACKOFF);
+                    tracing::debug!(upstream = %self.name, last_event_id = %from, "resuming the upstream stream");
+                    let attempt = self
+                        .request(reqwest::Method::GET)
+                        .header(header::ACCEPT, "text/event-stream")
+                        .header("last-event-id", from.as_str())
+                        .send()
+                        .await;
+                    match attempt {
+                        Ok(r) if r.status().is_success() => break r,
+                        Ok(r) => {
+                            return Err(UpstreamError::HttpStatus {
+                                status: r.status().as_u16(),
+                            });
+                        }
+                        // Not reachable right now: try again (bounded by the
+                        // caller's request timeout).
+                        Err(e) => {
+                            tracing::debug!(upstream = %self.name, error = %e, "upstream resume failed; retrying")
+                        }
                     }
                 };
-                let Some(data) = event.data.filter(|d| !d.is_empty()) else {
-                    continue;
-                };
-                if event.event.as_deref().is_some_and(|e| e != "message") {
-                    continue;
-                }
-                if let Some(m) = parse_frame(&self.name, data.as_bytes())
-                    && let Some(answer) =
-                        self.deliver(m, request_id, wanted.as_ref(), forward).await
-                {
-                    return Ok(answer);
-                }
             }
-            // The stream ended without the answer.
-            return match request_id {
-                Some(_) => Err(UpstreamError::Closed),
-                None => Ok(None),
-            };
         }
         let bytes = resp.bytes().await?;
         if bytes.len() > MAX_JSON_BODY_BYTES {
@@ -304,6 +333,44 @@ impl Inner {
             }
         }
         Ok(found)
+    }
+
+    /// Reads one SSE response until the answer to `wanted` (returned as in
+    /// [`Self::deliver`]) or the stream's end (`None`), recording the last
+    /// event id seen in `last_event_id`.
+    async fn read_sse(
+        &self,
+        resp: reqwest::Response,
+        origin: Option<u64>,
+        wanted: Option<&RequestId>,
+        forward: bool,
+        last_event_id: &mut Option<String>,
+    ) -> Option<Option<Response>> {
+        let mut events = SseByteStream::new(resp.bytes_stream());
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!(upstream = %self.name, error = %e, "upstream SSE stream broke");
+                    return None;
+                }
+            };
+            if let Some(id) = event.id.clone().filter(|id| !id.is_empty()) {
+                *last_event_id = Some(id);
+            }
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+                continue;
+            };
+            if event.event.as_deref().is_some_and(|e| e != "message") {
+                continue;
+            }
+            if let Some(m) = parse_frame(&self.name, data.as_bytes())
+                && let Some(answer) = self.deliver(m, origin, wanted, forward).await
+            {
+                return Some(answer);
+            }
+        }
+        None
     }
 
     /// Forwards one message (or keeps it, when not forwarding). Returns

@@ -269,3 +269,58 @@ pub fn text_of(response: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("no text in {response}"))
 }
+
+/// A loopback TCP proxy that severs (resets) the first connection carrying a
+/// `tools/call` as soon as the response's first SSE event id has passed.
+/// Returns its address and a flag set once it has cut.
+pub async fn severing_proxy(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let severed = Arc::new(AtomicBool::new(false));
+    let flag = severed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut server = tokio::net::TcpStream::connect(target)
+                .await
+                .expect("connect gateway");
+            let severed = flag.clone();
+            tokio::spawn(async move {
+                let (mut cbuf, mut sbuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+                let mut armed = false;
+                loop {
+                    tokio::select! {
+                        r = client.read(&mut cbuf) => {
+                            let Ok(n @ 1..) = r else { break };
+                            armed |= String::from_utf8_lossy(&cbuf[..n]).contains("tools/call");
+                            if server.write_all(&cbuf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        r = server.read(&mut sbuf) => {
+                            let Ok(n @ 1..) = r else { break };
+                            if client.write_all(&sbuf[..n]).await.is_err() {
+                                break;
+                            }
+                            let has_event_id = String::from_utf8_lossy(&sbuf[..n]).contains("id: ");
+                            if armed && has_event_id && !severed.swap(true, Ordering::SeqCst) {
+                                let _ = client.set_zero_linger();
+                                break; // both sockets drop: the connection is cut
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, severed)
+}
