@@ -11,6 +11,8 @@
 //! - `crash` — the process exits with status 1 without answering.
 //! - `progress {steps, ms}` — sends `steps` progress notifications `ms` apart.
 //! - `log {message, level?}` — sends a `notifications/message` log line.
+//! - `flood {count, bytes}` — sends `count` progress notifications, each
+//!   padded to about `bytes` bytes (for slow-consumer tests).
 //! - `sample {prompt}` — asks the client `sampling/createMessage`, returns its text.
 //! - `elicit {message}` — asks the client `elicitation/create`, returns its answer.
 //!
@@ -234,6 +236,19 @@ impl Demo {
                 }
                 Ok(text(format!("done {steps} steps")))
             }
+            "flood" => {
+                let count = num("count", 10);
+                let pad = "x".repeat(usize::try_from(num("bytes", 100)).unwrap_or(100));
+                let token = params
+                    .pointer("/_meta/progressToken")
+                    .cloned()
+                    .unwrap_or(json!("flood"));
+                for i in 1..=count {
+                    let p = json!({ "progressToken": token, "progress": i, "total": count, "message": pad });
+                    self.notify(method::PROGRESS, p).await;
+                }
+                Ok(text(format!("flooded {count}")))
+            }
             "log" => {
                 let level = args["level"].as_str().unwrap_or("info");
                 self.notify(
@@ -318,6 +333,8 @@ fn tools() -> Value {
         { "name": "crash", "description": "Exits the upstream process.", "inputSchema": obj(json!({})) },
         { "name": "progress", "description": "Sends progress notifications.",
           "inputSchema": obj(json!({ "steps": { "type": "integer" }, "ms": { "type": "integer" } })), "annotations": ro },
+        { "name": "flood", "description": "Sends count progress notifications of about bytes bytes each.",
+          "inputSchema": obj(json!({ "count": { "type": "integer" }, "bytes": { "type": "integer" } })) },
         { "name": "log", "description": "Sends a log notification.",
           "inputSchema": obj(json!({ "message": { "type": "string" }, "level": { "type": "string" } })) },
         { "name": "sample", "description": "Asks the client for an LLM sample.", "inputSchema": obj(json!({ "prompt": { "type": "string" } })) },
