@@ -117,37 +117,7 @@ async fn python_sdk_through_ballast_to_server_everything_and_mcp_server_time() {
 #[tokio::test]
 #[ignore = "needs real peers: run scripts/test.sh"]
 async fn python_sdk_through_ballast_to_server_everything_over_streamable_http() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut node = tokio::process::Command::new("node")
-        .args([
-            "--require",
-            &peer("LOOPBACK_PRELOAD"),
-            &peer("EVERYTHING_JS"),
-            "streamableHttp",
-        ])
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start server-everything");
-    // Its "listening" log line is the signal that the port accepts.
-    let mut lines = BufReader::new(node.stderr.take().expect("stderr")).lines();
-    let listening = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("stderr") {
-            if line.contains("listening on port") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(listening, Ok(true), "server-everything did not start");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
+    let (mut node, port) = start_everything_http("streamableHttp").await;
     let mut config = ballast::Config::default();
     config.add_upstream(
         "everything",
@@ -171,6 +141,65 @@ async fn python_sdk_through_ballast_to_server_everything_over_streamable_http() 
         report["resource"]["text_len"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
+    gw.stop().await;
+    node.start_kill().expect("stop server-everything");
+    let _ = node.wait().await;
+}
+
+/// Starts server-everything in an HTTP mode on a free loopback port and
+/// waits for its "listening" line. Returns the process and its port.
+async fn start_everything_http(mode: &str) -> (tokio::process::Child, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut node = tokio::process::Command::new("node")
+        .args([
+            "--require",
+            &peer("LOOPBACK_PRELOAD"),
+            &peer("EVERYTHING_JS"),
+            mode,
+        ])
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start server-everything");
+    let mut lines = BufReader::new(node.stderr.take().expect("stderr")).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("stderr") {
+            if line.contains(&port.to_string()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        listening,
+        Ok(true),
+        "server-everything ({mode}) did not start"
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (node, port)
+}
+
+#[tokio::test]
+#[ignore = "needs real peers: run scripts/test.sh"]
+async fn python_sdk_through_ballast_to_server_everything_over_the_old_sse_transport() {
+    let (mut node, port) = start_everything_http("sse").await;
+    let mut upstream = UpstreamConfig::http(format!("http://127.0.0.1:{port}/sse"));
+    upstream.transport = ballast::config::RemoteTransport::Sse;
+    let mut config = ballast::Config::default();
+    config.add_upstream("everything", upstream);
+    let gw = TestGateway::start(config).await;
+    let report = python_client(
+        &gw.url,
+        &["--call", "echo", r#"{"message": "via old sse"}"#],
+    )
+    .await;
+    assert_eq!(report["calls"][0]["text"], "Echo: via old sse", "{report}");
     gw.stop().await;
     node.start_kill().expect("stop server-everything");
     let _ = node.wait().await;

@@ -119,3 +119,15 @@ async fn old_clients_use_the_sse_endpoint_and_message_posts() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_old_transport_upstream_is_proxied_and_reconnected_after_it_restarts() {
+    // B reaches A over 2024-11-05 HTTP+SSE; when A restarts, B's SSE stream
+    // ends and its supervisor opens a new session.
+    support::check_chain_survives_upstream_restart(|a| {
+        let mut upstream = ballast::config::UpstreamConfig::http(format!("http://{a}/sse"));
+        upstream.transport = ballast::config::RemoteTransport::Sse;
+        upstream
+    })
+    .await;
+}

@@ -220,45 +220,12 @@ async fn several_upstreams_are_merged_and_namespaced() {
 
 #[tokio::test]
 async fn remote_streamable_http_upstream_is_proxied_and_survives_a_forgotten_session() {
-    // Gateway A fronts the demo; gateway B fronts A as an HTTP upstream.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let a_addr = listener.local_addr().expect("addr");
-    let a = TestGateway::start_on(listener, demo_config());
-    let mut config = ballast::Config::default();
-    config.add_upstream(
-        "remote",
-        ballast::config::UpstreamConfig::http(a.url.clone()),
-    );
-    let b = TestGateway::start(config).await;
-    let mut c = McpClient::connect(&b.url).await;
-    let (interim, fin) = c
-        .request(
-            "tools/call",
-            json!({ "name": "progress", "arguments": { "steps": 2, "ms": 5 }, "_meta": { "progressToken": 5 } }),
-        )
-        .await;
-    assert_eq!(text_of(&fin), "done 2 steps");
-    assert_eq!(
-        interim
-            .iter()
-            .filter(|m| m["method"] == "notifications/progress")
-            .count(),
-        2
-    );
-
-    // Restart A on the same port: it no longer knows B's session. B must
-    // re-initialize on the 404 without the client noticing.
-    a.stop().await;
-    let listener = tokio::net::TcpListener::bind(a_addr).await.expect("rebind");
-    let a2 = TestGateway::start_on(listener, demo_config());
-    let r = c
-        .call_tool("echo", json!({ "message": "after restart" }))
-        .await;
-    assert_eq!(text_of(&r), "after restart");
-    b.stop().await;
-    a2.stop().await;
+    // After A restarts it no longer knows B's session: B re-initializes on
+    // the 404 without the client noticing.
+    support::check_chain_survives_upstream_restart(|a| {
+        ballast::config::UpstreamConfig::http(format!("http://{a}/mcp"))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::load::{invalid_at, validate};
+use super::load::validate;
 use super::{Config, ConfigError, UpstreamConfig};
 
 #[derive(Deserialize)]
@@ -54,16 +54,6 @@ pub fn from_mcp_servers_json(src: &str, path: &Path) -> Result<Config, ConfigErr
         if e.disabled {
             continue;
         }
-        if e.kind.as_deref() == Some("sse") {
-            let at = src.find(&format!("\"{name}\"")).unwrap_or(0);
-            return Err(invalid_at(
-                src,
-                path,
-                at..at,
-                Some(format!("mcpServers.{name}.type")),
-                "2024-11-05 SSE upstreams are not supported yet".to_owned(),
-            ));
-        }
         let mut u = match (e.command, e.url) {
             (Some(cmd), url) => UpstreamConfig {
                 url,
@@ -74,6 +64,9 @@ pub fn from_mcp_servers_json(src: &str, path: &Path) -> Result<Config, ConfigErr
                 ..UpstreamConfig::http("")
             },
         };
+        if e.kind.as_deref() == Some("sse") {
+            u.transport = super::RemoteTransport::Sse;
+        }
         u.env = e.env;
         u.cwd = e.cwd;
         u.headers = e.headers;
@@ -94,10 +87,12 @@ mod tests {
         let src = r#"{"mcpServers": {
             "time": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}, "autoApprove": []},
             "remote": {"url": "http://127.0.0.1:3001/mcp", "headers": {"X-Key": "k"}, "type": "http"},
+            "old": {"url": "http://127.0.0.1:3002/sse", "type": "sse"},
             "off": {"command": "x", "disabled": true}
         }}"#;
         let c = from_mcp_servers_json(src, Path::new("m.json")).unwrap();
-        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams.len(), 3);
+        assert_eq!(c.upstreams["old"].get_ref().kind(), UpstreamKind::Sse);
         assert_eq!(c.upstreams["time"].get_ref().kind(), UpstreamKind::Stdio);
         assert_eq!(c.upstreams["time"].get_ref().env["TZ"], "UTC");
         assert_eq!(c.upstreams["remote"].get_ref().kind(), UpstreamKind::Http);

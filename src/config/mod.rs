@@ -155,6 +155,10 @@ pub struct UpstreamConfig {
     pub cwd: Option<PathBuf>,
     /// URL of a remote Streamable HTTP MCP endpoint.
     pub url: Option<String>,
+    /// Protocol of a remote upstream: `streamable_http` (default) or `sse`
+    /// (the 2024-11-05 HTTP+SSE transport: `url` is its SSE endpoint).
+    #[serde(default)]
+    pub transport: RemoteTransport,
     /// Extra HTTP headers sent to a remote upstream (e.g. its own API key;
     /// the downstream client's token is never forwarded, SPEC.md 20).
     #[serde(default)]
@@ -179,6 +183,18 @@ pub struct UpstreamConfig {
     pub shutdown_grace: Duration,
 }
 
+/// The protocol of a remote upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteTransport {
+    /// Streamable HTTP (2025-03-26 and later).
+    #[default]
+    StreamableHttp,
+    /// HTTP+SSE (2024-11-05): GET the SSE endpoint, POST to the URI its
+    /// `endpoint` event names.
+    Sse,
+}
+
 /// How downstream sessions share an upstream (DESIGN.md "Upstream modes").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -198,6 +214,8 @@ pub enum UpstreamKind {
     Stdio,
     /// A remote Streamable HTTP endpoint.
     Http,
+    /// A remote 2024-11-05 HTTP+SSE endpoint.
+    Sse,
 }
 
 impl Default for ServerConfig {
@@ -282,6 +300,7 @@ impl UpstreamConfig {
             env: IndexMap::new(),
             cwd: None,
             url,
+            transport: RemoteTransport::StreamableHttp,
             headers: IndexMap::new(),
             prefix: None,
             required: true,
@@ -294,10 +313,10 @@ impl UpstreamConfig {
 
     /// The transport kind. Validation guarantees exactly one is configured.
     pub fn kind(&self) -> UpstreamKind {
-        if self.command.is_some() {
-            UpstreamKind::Stdio
-        } else {
-            UpstreamKind::Http
+        match (&self.command, self.transport) {
+            (Some(_), _) => UpstreamKind::Stdio,
+            (None, RemoteTransport::StreamableHttp) => UpstreamKind::Http,
+            (None, RemoteTransport::Sse) => UpstreamKind::Sse,
         }
     }
 }

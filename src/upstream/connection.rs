@@ -64,14 +64,15 @@ impl Connection {
         events: mpsc::Sender<UpstreamEvent>,
     ) -> Result<Arc<Connection>, UpstreamError> {
         let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
-        let transport = Transport::open(&name, cfg, tx)?;
+        let closed = CancellationToken::new();
+        let transport = Transport::open(&name, cfg, tx, closed.clone())?;
         let conn = Arc::new(Connection {
             name,
             index,
             transport,
             pending: Mutex::new(HashMap::new()),
             ids,
-            closed: CancellationToken::new(),
+            closed,
             info: OnceLock::new(),
             request_timeout: cfg.request_timeout,
         });

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sse_stream::SseByteStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
-use super::transport::{Incoming, parse_frame};
+use super::transport::{Incoming, forward_frame, parse_frame, remote_client};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Body, Message, RequestId, Response};
 
@@ -82,21 +82,7 @@ impl HttpTransport {
         cfg: &UpstreamConfig,
         incoming: mpsc::Sender<Incoming>,
     ) -> Result<Self, UpstreamError> {
-        let url = cfg.url.as_deref().unwrap_or_default();
-        let url = reqwest::Url::parse(url)
-            .map_err(|e| UpstreamError::Protocol(format!("bad url: {e}")))?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let k = HeaderName::try_from(k.as_str())
-                .map_err(|e| UpstreamError::Protocol(format!("header {k}: {e}")))?;
-            let v = HeaderValue::try_from(v.as_str())
-                .map_err(|e| UpstreamError::Protocol(format!("header value: {e}")))?;
-            headers.insert(k, v);
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let (url, headers, client) = remote_client(cfg)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.into(),
@@ -495,16 +481,7 @@ impl Inner {
                         let Some(data) = event.data.filter(|d| !d.is_empty()) else {
                             continue;
                         };
-                        if let Some(message) = parse_frame(&self.name, data.as_bytes())
-                            && self
-                                .incoming
-                                .send(Incoming::Message {
-                                    message,
-                                    origin: None,
-                                })
-                                .await
-                                .is_err()
-                        {
+                        if !forward_frame(&self.name, &self.incoming, data.as_bytes(), None).await {
                             return;
                         }
                     }

@@ -1,6 +1,7 @@
 //! Upstreams: the MCP servers behind Ballast.
 //!
-//! Each kind (stdio child, remote Streamable HTTP) implements the same
+//! Each kind (stdio child, remote Streamable HTTP, remote 2024-11-05
+//! HTTP+SSE) implements the same
 //! transport shape (`transport.rs`); [`Connection`] adds ids, the pending
 //! map and the `initialize` handshake on top; [`Upstream`] supervises
 //! connections: connect with backoff, reconnect (restart a child) when one
@@ -10,6 +11,7 @@ mod connection;
 mod error;
 mod http;
 mod lists;
+mod sse;
 mod stdio;
 mod transport;
 

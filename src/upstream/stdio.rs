@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::UpstreamError;
-use super::transport::{Incoming, parse_frame};
+use super::transport::{Incoming, forward_frame};
 use crate::config::UpstreamConfig;
 
 /// Frames queued for the child's stdin before `send` waits (backpressure).
@@ -236,15 +236,7 @@ async fn read_stdout(
         if frame.is_empty() {
             continue;
         }
-        if let Some(message) = parse_frame(&name, frame)
-            && incoming
-                .send(Incoming::Message {
-                    message,
-                    origin: None,
-                })
-                .await
-                .is_err()
-        {
+        if !forward_frame(&name, &incoming, frame, None).await {
             break;
         }
     }

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::UpstreamError;
 use super::http::HttpTransport;
+use super::sse::SseTransport;
 use super::stdio::StdioTransport;
 use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::jsonrpc::Message;
@@ -42,6 +43,8 @@ pub(crate) enum Transport {
     Stdio(StdioTransport),
     /// A remote Streamable HTTP endpoint.
     Http(HttpTransport),
+    /// A remote 2024-11-05 HTTP+SSE endpoint.
+    Sse(SseTransport),
 }
 
 impl Transport {
@@ -49,14 +52,20 @@ impl Transport {
     ///
     /// # Errors
     /// [`UpstreamError::Spawn`] if a child cannot be started.
+    /// `closed` is the connection's token: a transport whose link ends for
+    /// good (the SSE stream of a 2024-11-05 server) fires it.
     pub(crate) fn open(
         name: &str,
         cfg: &UpstreamConfig,
         incoming: mpsc::Sender<Incoming>,
+        closed: tokio_util::sync::CancellationToken,
     ) -> Result<Transport, UpstreamError> {
         match cfg.kind() {
             UpstreamKind::Stdio => StdioTransport::spawn(name, cfg, incoming).map(Transport::Stdio),
             UpstreamKind::Http => HttpTransport::new(name, cfg, incoming).map(Transport::Http),
+            UpstreamKind::Sse => {
+                SseTransport::open(name, cfg, incoming, closed).map(Transport::Sse)
+            }
         }
     }
 
@@ -77,6 +86,10 @@ impl Transport {
                 t.send(frame, request_id, method).await;
                 Ok(())
             }
+            Transport::Sse(t) => {
+                t.send(frame, request_id);
+                Ok(())
+            }
         }
     }
 
@@ -93,6 +106,7 @@ impl Transport {
         match self {
             Transport::Stdio(t) => t.close().await,
             Transport::Http(t) => t.close().await,
+            Transport::Sse(t) => t.close(),
         }
     }
 
@@ -100,8 +114,51 @@ impl Transport {
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             Transport::Stdio(t) => Some(t.pid()),
-            Transport::Http(_) => None,
+            Transport::Http(_) | Transport::Sse(_) => None,
         }
+    }
+}
+
+/// What a remote upstream needs: its URL, the configured extra headers,
+/// and an HTTP client (10 s connect timeout).
+///
+/// # Errors
+/// [`UpstreamError::Protocol`] for an unusable URL or header.
+pub(crate) fn remote_client(
+    cfg: &UpstreamConfig,
+) -> Result<(reqwest::Url, http::HeaderMap, reqwest::Client), UpstreamError> {
+    let url = cfg.url.as_deref().unwrap_or_default();
+    let url =
+        reqwest::Url::parse(url).map_err(|e| UpstreamError::Protocol(format!("bad url: {e}")))?;
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let k = http::HeaderName::try_from(k.as_str())
+            .map_err(|e| UpstreamError::Protocol(format!("header {k}: {e}")))?;
+        let v = http::HeaderValue::try_from(v.as_str())
+            .map_err(|e| UpstreamError::Protocol(format!("header value: {e}")))?;
+        headers.insert(k, v);
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    Ok((url, headers, client))
+}
+
+/// Parses a frame and hands it to the connection. Returns false when the
+/// connection is gone (the reader should stop); a bad frame is skipped.
+pub(crate) async fn forward_frame(
+    upstream: &str,
+    incoming: &mpsc::Sender<Incoming>,
+    frame: &[u8],
+    origin: Option<u64>,
+) -> bool {
+    match parse_frame(upstream, frame) {
+        Some(message) => incoming
+            .send(Incoming::Message { message, origin })
+            .await
+            .is_ok(),
+        None => true,
     }
 }
 

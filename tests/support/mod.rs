@@ -324,3 +324,37 @@ pub async fn severing_proxy(
     });
     (addr, severed)
 }
+
+/// Client → gateway B → gateway A → demo, where `upstream_to(a_addr)` says
+/// how B reaches A. Checks a call with progress, then restarts A on the same
+/// port (A forgets B's session) and checks B recovers without the client
+/// noticing.
+pub async fn check_chain_survives_upstream_restart(
+    upstream_to: impl Fn(SocketAddr) -> UpstreamConfig,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a_addr = listener.local_addr().expect("addr");
+    let a = TestGateway::start_on(listener, demo_config());
+    let mut config = Config::default();
+    config.add_upstream("a", upstream_to(a_addr));
+    let b = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&b.url).await;
+    let call = json!({ "name": "progress", "arguments": { "steps": 2, "ms": 5 }, "_meta": { "progressToken": 5 } });
+    let (interim, fin) = c.request("tools/call", call).await;
+    assert_eq!(text_of(&fin), "done 2 steps");
+    let progress = interim
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .count();
+    assert_eq!(progress, 2, "{interim:?}");
+
+    a.stop().await;
+    let listener = TcpListener::bind(a_addr).await.expect("rebind");
+    let a2 = TestGateway::start_on(listener, demo_config());
+    let r = c
+        .call_tool("echo", json!({ "message": "after restart" }))
+        .await;
+    assert_eq!(text_of(&r), "after restart", "{r}");
+    b.stop().await;
+    a2.stop().await;
+}
