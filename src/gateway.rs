@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::downstream::{Readers, Sessions};
 use crate::observe::Stats;
 use crate::router::Router;
-use crate::store::{EventLog, MemoryEventLog, StreamLimits};
+use crate::store::{EventLog, SessionStore, Stores};
 use crate::upstream::Upstream;
 
 /// Capacity of the upstream event channel (messages).
@@ -38,6 +38,8 @@ pub struct Gateway {
     pub sessions: Arc<Sessions>,
     /// Every SSE stream's events, for resume.
     pub log: Arc<dyn EventLog>,
+    /// Session records (shared by replicas that share the store).
+    pub session_store: Arc<dyn SessionStore>,
     /// Counters (disconnects by cause, expiries, ignored messages).
     pub stats: Arc<Stats>,
     /// Who reads which stream (to find abandoned calls).
@@ -53,9 +55,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a supervisor per upstream and the upstream event loop. Must be
-    /// called inside a tokio runtime.
-    pub fn start(config: Config) -> Arc<Gateway> {
+    /// Starts a supervisor per upstream, the upstream event loop and the
+    /// expiry sweeper, over `stores`. Must be called inside a tokio runtime.
+    pub fn start_with_stores(config: Config, stores: Stores) -> Arc<Gateway> {
         let upstreams: Vec<_> = config
             .upstreams
             .iter()
@@ -72,16 +74,13 @@ impl Gateway {
         }
         supervisors.close();
         tokio::spawn(router.clone().run_events(events_rx, sessions.clone()));
-        let log: Arc<dyn EventLog> = Arc::new(MemoryEventLog::new(StreamLimits {
-            max_events: config.server.stream_max_events,
-            max_bytes: config.server.stream_max_bytes,
-        }));
         let stats = Arc::new(Stats::default());
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
             router,
             sessions,
-            log,
+            log: stores.events,
+            session_store: stores.sessions,
             stats,
             readers: Arc::new(Readers::default()),
             draining: CancellationToken::new(),
@@ -152,6 +151,7 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
             tracing::info!(session = %s.id, "session expired after being idle");
             gw.stats.add("sessions", "expired");
             gw.router.end_session(&s).await;
+            let _ = gw.session_store.remove(&s.id).await;
             ended.push(s.id.clone());
         }
         if gw.config.server.cancel_abandoned_calls {

@@ -36,5 +36,5 @@ pub mod store;
 pub mod upstream;
 
 pub use self::config::Config;
-pub use self::server::run;
+pub use self::server::{run, run_with_stores};
 pub use self::shutdown::Shutdown;

@@ -22,6 +22,7 @@ use crate::downstream;
 use crate::gateway::Gateway;
 use crate::observe::disconnect_cause;
 use crate::shutdown::Shutdown;
+use crate::store::Stores;
 
 /// After calls finish, how long open connections get to flush and close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -44,9 +45,24 @@ pub async fn run(
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    let stores = Stores::memory(config.server.stream_limits());
+    run_with_stores(listener, config, shutdown, stores).await
+}
+
+/// [`run`] over the given stores: gateways that share stores serve each
+/// other's sessions and resume each other's streams.
+///
+/// # Errors
+/// [`ServeError::Listener`] if the listener is unusable.
+pub async fn run_with_stores(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+    stores: Stores,
+) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let drain_timeout = config.server.drain_timeout;
-    let gw = Gateway::start(config);
+    let gw = Gateway::start_with_stores(config, stores);
     tracing::info!(%addr, path = %gw.config.server.path, upstreams = gw.router.upstreams().len(), "ballast listening");
     let app = downstream::routes(gw.clone());
     let graceful = GracefulShutdown::new();

@@ -247,6 +247,16 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// The per-stream bounds of the event log.
+    pub fn stream_limits(&self) -> crate::store::StreamLimits {
+        crate::store::StreamLimits {
+            max_events: self.stream_max_events,
+            max_bytes: self.stream_max_bytes,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {

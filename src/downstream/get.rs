@@ -26,7 +26,7 @@ pub(super) async fn get(
     if !guard::accepts(headers).sse {
         return Err(DownstreamError::NotAcceptable("text/event-stream"));
     }
-    let session = super::session_of(gw, headers)?;
+    let session = super::session_of(gw, headers).await?;
     guard::check_protocol_version(headers)?;
     // During the drain, calls in flight may still need the GET stream
     // (sampling, elicitation); it is refused once streams close.
@@ -70,8 +70,9 @@ pub(super) async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, DownstreamError> {
     guard::check_host_and_origin(&headers, uri.authority(), &gw.config.server)?;
-    let session = super::session_of(&gw, &headers)?;
+    let session = super::session_of(&gw, &headers).await?;
     gw.sessions.remove(&session.id);
+    gw.session_store.remove(&session.id).await?;
     gw.router.end_session(&session).await;
     let ended = std::slice::from_ref(&session.id);
     gw.log.expire(gw.config.server.resume_window, ended).await;

@@ -45,16 +45,28 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// The session named by `Mcp-Session-Id`.
+/// The session named by `Mcp-Session-Id`: held here, or loaded from the
+/// session store (a session another replica created).
 ///
 /// # Errors
 /// [`DownstreamError::MissingSession`] (400) without the header,
 /// [`DownstreamError::UnknownSession`] (404) if unknown or ended.
-fn session_of(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, DownstreamError> {
+async fn session_of(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, DownstreamError> {
     let id = headers
         .get(SESSION_HEADER)
         .ok_or(DownstreamError::MissingSession)?
         .to_str()
         .map_err(|_| DownstreamError::UnknownSession)?;
-    gw.sessions.get(id).ok_or(DownstreamError::UnknownSession)
+    if let Some(s) = gw.sessions.get(id) {
+        return Ok(s);
+    }
+    let record = gw
+        .session_store
+        .load(id)
+        .await?
+        .ok_or(DownstreamError::UnknownSession)?;
+    let session = Arc::new(Session::restore(&record));
+    gw.sessions.insert(session.clone());
+    tracing::info!(session = %session.id, "session loaded from the store");
+    Ok(session)
 }

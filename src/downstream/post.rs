@@ -51,12 +51,12 @@ async fn handle(
             initialize(&gw, r, accepts).await
         }
         Body::Single(message) => {
-            let session = super::session_of(&gw, &parts.headers)?;
+            let session = super::session_of(&gw, &parts.headers).await?;
             guard::check_protocol_version(&parts.headers)?;
             handle_message(gw, session, message, accepts).await
         }
         Body::Batch(messages) => {
-            let session = super::session_of(&gw, &parts.headers)?;
+            let session = super::session_of(&gw, &parts.headers).await?;
             guard::check_protocol_version(&parts.headers)?;
             if !matches!(session.protocol_version, "2024-11-05" | "2025-03-26") {
                 return Err(DownstreamError::BatchNotAllowed(session.protocol_version));
@@ -108,6 +108,7 @@ async fn initialize(
     let version = negotiated_version(request.params.as_deref());
     let session = Arc::new(Session::new(version, request.params));
     let result = gw.router.initialize_result(version);
+    gw.session_store.save(session.record()).await?;
     gw.sessions.insert(session.clone());
     tracing::info!(session = %session.id, protocol_version = version, "session opened");
     let response = Message::Response(RpcResponse::ok(request.id, result));

@@ -94,6 +94,29 @@ impl Session {
         }
     }
 
+    /// A local session for a stored record (created by another replica).
+    pub fn restore(record: &crate::store::SessionRecord) -> Self {
+        let mut s = Self::new(
+            crate::mcp::negotiate(&record.protocol_version),
+            record.initialize_params.clone(),
+        );
+        s.id = record.id.as_str().into();
+        s
+    }
+
+    /// The record to store for this session.
+    pub fn record(&self) -> crate::store::SessionRecord {
+        let created_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        crate::store::SessionRecord {
+            id: self.id.to_string(),
+            protocol_version: self.protocol_version.to_owned(),
+            initialize_params: self.initialize_params.clone(),
+            created_ms,
+        }
+    }
+
     /// Notes activity: the session is not idle.
     pub fn touch(&self) {
         *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();

@@ -3,9 +3,13 @@
 //!
 //! - [`EventLog`] — the retained events of every downstream SSE stream, for
 //!   replay on resume (`Last-Event-ID`, T25 "Resumability and Redelivery").
-//! - `memory.rs` — the embedded default.
+//! - [`SessionStore`] — session records, so any replica sharing the store
+//!   can serve a session another one created (`session.rs`).
+//! - `memory.rs` — the embedded default event log; `session.rs` also holds
+//!   the in-memory session store.
 
 mod memory;
+mod session;
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use self::memory::MemoryEventLog;
+pub use self::session::{MemorySessionStore, SessionRecord, SessionStore, Stores};
 
 /// Where an event sits: `<stream>:<seq>`, the SSE `id` Ballast sends and the
 /// `Last-Event-ID` a client returns (SPEC.md 14: unique across streams, and

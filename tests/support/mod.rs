@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ballast::Shutdown;
 use ballast::config::{Config, UpstreamConfig};
-use ballast::{Shutdown, run};
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use sse_stream::SseByteStream;
@@ -47,10 +47,25 @@ impl TestGateway {
     }
 
     pub fn start_on(listener: TcpListener, config: Config) -> Self {
+        let stores = ballast::store::Stores::memory(config.server.stream_limits());
+        Self::start_with_stores(listener, config, stores)
+    }
+
+    /// A gateway over the given stores (replicas share them).
+    pub fn start_with_stores(
+        listener: TcpListener,
+        config: Config,
+        stores: ballast::store::Stores,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let url = format!("http://{addr}{}", config.server.path);
         let shutdown = Shutdown::new();
-        let handle = tokio::spawn(run(listener, config, shutdown.clone()));
+        let handle = tokio::spawn(ballast::run_with_stores(
+            listener,
+            config,
+            shutdown.clone(),
+            stores,
+        ));
         Self {
             addr,
             url,
