@@ -8,7 +8,12 @@
 //! - `fail {message?}` — returns an `isError: true` result.
 //! - `flaky {fail_times, key?}` — the first `fail_times` calls per `key` fail
 //!   with JSON-RPC error -32603, then it succeeds (read-only).
+//! - `flaky_write {fail_times, key?}` — the same, but not annotated as safe
+//!   to repeat (so Ballast must not retry it).
 //! - `crash` — the process exits with status 1 without answering.
+//! - `crash_once {marker}` — exits without answering if the file `marker`
+//!   does not exist yet (creating it first); else answers `survived`
+//!   (read-only: a crash mid-call that a retry on the restarted child fixes).
 //! - `progress {steps, ms}` — sends `steps` progress notifications `ms` apart.
 //! - `log {message, level?}` — sends a `notifications/message` log line.
 //! - `flood {count, bytes}` — sends `count` progress notifications, each
@@ -199,7 +204,7 @@ impl Demo {
                 "content": [{ "type": "text", "text": args["message"].as_str().unwrap_or("failed on purpose") }],
                 "isError": true
             })),
-            "flaky" => {
+            "flaky" | "flaky_write" => {
                 let key = args["key"].as_str().unwrap_or("default").to_owned();
                 let seen = {
                     let mut f = self
@@ -217,6 +222,16 @@ impl Demo {
                     ))
                 } else {
                     Ok(text(format!("succeeded after {} failures", seen - 1)))
+                }
+            }
+            "crash_once" => {
+                let marker = std::path::PathBuf::from(args["marker"].as_str().unwrap_or_default());
+                if marker.as_os_str().is_empty() || marker.exists() {
+                    Ok(text("survived".into()))
+                } else {
+                    let _ = std::fs::write(&marker, b"crashed once");
+                    eprintln!("demo: crashing once on request");
+                    std::process::exit(1);
                 }
             }
             "crash" => {
@@ -330,7 +345,11 @@ fn tools() -> Value {
         { "name": "fail", "description": "Returns an isError result.", "inputSchema": obj(json!({ "message": { "type": "string" } })) },
         { "name": "flaky", "description": "Fails fail_times times per key, then succeeds.",
           "inputSchema": obj(json!({ "fail_times": { "type": "integer" }, "key": { "type": "string" } })), "annotations": ro },
+        { "name": "flaky_write", "description": "Like flaky, but not safe to repeat.",
+          "inputSchema": obj(json!({ "fail_times": { "type": "integer" }, "key": { "type": "string" } })) },
         { "name": "crash", "description": "Exits the upstream process.", "inputSchema": obj(json!({})) },
+        { "name": "crash_once", "description": "Exits the first time (per marker file), then answers.",
+          "inputSchema": obj(json!({ "marker": { "type": "string" } })), "annotations": ro },
         { "name": "progress", "description": "Sends progress notifications.",
           "inputSchema": obj(json!({ "steps": { "type": "integer" }, "ms": { "type": "integer" } })), "annotations": ro },
         { "name": "flood", "description": "Sends count progress notifications of about bytes bytes each.",

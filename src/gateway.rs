@@ -64,7 +64,8 @@ impl Gateway {
             .enumerate()
             .map(|(i, (name, u))| Upstream::new(i, name, u.get_ref().clone()))
             .collect();
-        let router = Arc::new(Router::new(&config, upstreams.clone()));
+        let stats = Arc::new(Stats::default());
+        let router = Arc::new(Router::new(&config, upstreams.clone(), stats.clone()));
         let sessions = Arc::new(Sessions::default());
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let stop_upstreams = CancellationToken::new();
@@ -74,7 +75,6 @@ impl Gateway {
         }
         supervisors.close();
         tokio::spawn(router.clone().run_events(events_rx, sessions.clone()));
-        let stats = Arc::new(Stats::default());
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
             router,

@@ -16,6 +16,7 @@
 //!   one transport shape, connections, supervision with backoff.
 //! - [`gateway`] — the pieces wired together; [`server`] — the accept loop
 //!   and the drain; [`shutdown`] — signals.
+//! - [`resilience`] — failure classes and retry policy (backoff, budget).
 //! - [`store`] — the event log behind a trait (memory today), for resume.
 //! - [`observe`] — logging and counters. [`demo`] — the built-in demo upstream.
 //!
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod observe;
+pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod shutdown;

@@ -148,7 +148,7 @@ async fn batches_from_2025_03_26_clients_are_answered_and_refused_whole() {
     );
     let flaky = |id: i64| {
         json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
-                                  "params": { "name": "flaky", "arguments": { "fail_times": 1, "key": "batch" } } })
+                                  "params": { "name": "flaky_write", "arguments": { "fail_times": 1, "key": "batch" } } })
     };
     // A duplicate id refuses the whole batch: nothing in it runs.
     let r = old.post(&json!([flaky(1), flaky(1)])).await;

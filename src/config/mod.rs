@@ -177,10 +177,63 @@ pub struct UpstreamConfig {
     /// Longest a forwarded request may wait for its answer. Default 60 s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Retry of failed calls (only safe ones: see [`ToolPolicy`]).
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Per-tool overrides, by the tool's name on this upstream (without prefix).
+    #[serde(default)]
+    pub tools: IndexMap<String, ToolPolicy>,
     /// Each step of a stdio child's shutdown (stdin close → SIGTERM →
     /// SIGKILL) waits this long for the child to exit. Default 2 s.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+}
+
+/// `[upstreams.<name>.retry]`: exponential backoff with full jitter, within
+/// a retry budget. Only `transient` failures are retried, and a request that
+/// may have reached the upstream only when the call is safe to repeat
+/// (read-only or idempotent tool, a read method, or a [`ToolPolicy`] saying so).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (1 = no retry). Default 3.
+    pub max_attempts: u32,
+    /// Cap of the first retry's wait. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Growth of the cap per retry (≥ 1.0). Default 2.0.
+    pub multiplier: f64,
+    /// Largest wait between attempts. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Retries may be at most this fraction of calls (over 10 s). Default 0.2.
+    pub budget_ratio: f64,
+    /// …plus this many retries per second regardless. Default 1.0.
+    pub budget_min_per_sec: f64,
+}
+
+/// `[upstreams.<name>.tools.<tool>]`: policy overrides for one tool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPolicy {
+    /// Whether repeating the call is safe; overrides the tool's
+    /// `readOnlyHint` / `idempotentHint` annotations (untrusted hints).
+    pub idempotent: Option<bool>,
+    /// Overrides `retry.max_attempts` for this tool.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(2),
+            budget_ratio: 0.2,
+            budget_min_per_sec: 1.0,
+        }
+    }
 }
 
 /// The protocol of a remote upstream.
@@ -311,6 +364,8 @@ impl UpstreamConfig {
             cwd: None,
             url,
             transport: RemoteTransport::StreamableHttp,
+            retry: RetryConfig::default(),
+            tools: IndexMap::new(),
             headers: IndexMap::new(),
             prefix: None,
             required: true,

@@ -10,6 +10,7 @@
 
 mod catalog;
 mod events;
+mod forward;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicI64;
@@ -26,7 +27,9 @@ use crate::jsonrpc::{
     ErrorObject, Message, Notification, Request, RequestId, Response, code, empty_object, to_raw,
 };
 use crate::mcp::{self, Params, method};
-use crate::upstream::{Connection, Upstream, UpstreamError, UpstreamState};
+use crate::observe::Stats;
+use crate::resilience::RetryPolicy;
+use crate::upstream::{Connection, Upstream, UpstreamState};
 
 /// How a call's upstream messages get back to the downstream client.
 pub(crate) struct CallRoute {
@@ -60,14 +63,26 @@ pub struct Router {
     /// Ballast's downstream-facing id → the upstream request it stands for.
     server_requests: Mutex<HashMap<i64, ServerRequestRoute>>,
     next_server_request_id: AtomicI64,
+    /// Calls being forwarded (retry waits included).
+    active: std::sync::atomic::AtomicUsize,
     /// Woken whenever the last call in flight finishes (for the drain).
     idle: tokio::sync::Notify,
+    /// Retry policy per upstream (same index).
+    policies: Vec<RetryPolicy>,
+    /// Counters (retries, outcomes).
+    stats: Arc<Stats>,
 }
 
 impl Router {
     /// A router over `upstreams` (indexed as in the config).
-    pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>) -> Self {
+    pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>, stats: Arc<Stats>) -> Self {
+        let policies = upstreams
+            .iter()
+            .map(|u| RetryPolicy::new(&u.config.retry, &u.config.tools))
+            .collect();
         Self {
+            policies,
+            stats,
             prefixes: config.prefixes(),
             separator: config.catalog.separator.clone(),
             startup_wait: config.server.startup_wait,
@@ -76,6 +91,7 @@ impl Router {
             calls: Mutex::new(HashMap::new()),
             server_requests: Mutex::new(HashMap::new()),
             next_server_request_id: AtomicI64::new(1),
+            active: std::sync::atomic::AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         }
     }
@@ -121,7 +137,7 @@ impl Router {
 
     /// Number of upstream calls in flight (for the drain).
     pub fn calls_in_flight(&self) -> usize {
-        self.lock_calls().len()
+        self.active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once no upstream call is in flight.
@@ -212,8 +228,9 @@ impl Router {
             Ok(r) => r,
             Err(e) => return Some(Response::err(Some(id), &e)),
         };
+        let safety = self.safety(&method, upstream, params.as_deref());
         let response = self
-            .forward(session, upstream, id, &method, params, sink)
+            .forward(session, upstream, id, &method, params, sink, safety)
             .await?;
         if let (Some(uri), Ok(_)) = (subscription, &response.outcome) {
             session.set_subscribed(uri, method == method::RESOURCES_SUBSCRIBE);
@@ -329,81 +346,6 @@ impl Router {
             .unwrap_or_default();
         let upstream = catalog.resource_upstream(uri).unwrap_or(0);
         Ok((upstream, params))
-    }
-
-    /// Sends a request to upstream `index` with Ballast's own id and
-    /// `progressToken`, and restores the downstream id on the answer.
-    async fn forward(
-        &self,
-        session: &Arc<Session>,
-        index: usize,
-        downstream_id: RequestId,
-        method: &str,
-        params: Option<Box<RawValue>>,
-        sink: Option<Sink>,
-    ) -> Option<Response> {
-        let Some(upstream) = self.upstreams.get(index) else {
-            let e = ErrorObject::new(
-                code::METHOD_NOT_FOUND,
-                format!("no upstream serves {method}"),
-            );
-            return Some(Response::err(Some(downstream_id), &e));
-        };
-        let conn = match upstream.connection(self.startup_wait).await {
-            Ok(c) => c,
-            Err(e) => {
-                return Some(Response::err(
-                    Some(downstream_id),
-                    &e.to_error_object(&upstream.name),
-                ));
-            }
-        };
-        let upstream_id = conn.next_id();
-        let mut progress_token = None;
-        let params = match Params::split(params.as_deref()) {
-            Some(mut p) => match p.progress_token() {
-                Some(token) => {
-                    progress_token = Some(token);
-                    // Ballast's progress token for this call is its upstream id:
-                    // unique among active requests (SPEC.md 24).
-                    p.set_progress_token(&upstream_id);
-                    Some(p.into_raw())
-                }
-                None => params,
-            },
-            None => params,
-        };
-        let route = Arc::new(CallRoute {
-            session: session.clone(),
-            started: tokio::time::Instant::now(),
-            progress_token,
-            sink,
-        });
-        self.lock_calls().insert((index, upstream_id), route);
-        session.forwarded(&downstream_id, index, upstream_id);
-        let result = conn.request(upstream_id, method, params).await;
-        let now_idle = {
-            let mut calls = self.lock_calls();
-            calls.remove(&(index, upstream_id));
-            calls.is_empty()
-        };
-        if now_idle {
-            self.idle.notify_waiters();
-        }
-        match result {
-            Ok(response) => Some(Response {
-                id: Some(downstream_id),
-                outcome: response.outcome,
-            }),
-            Err(UpstreamError::Cancelled) => None,
-            Err(e) => {
-                tracing::debug!(upstream = %upstream.name, error = %e, kind = e.kind(), "call failed");
-                Some(Response::err(
-                    Some(downstream_id),
-                    &e.to_error_object(&upstream.name),
-                ))
-            }
-        }
     }
 
     async fn broadcast_set_level(&self, id: RequestId, params: Option<Box<RawValue>>) -> Response {

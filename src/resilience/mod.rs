@@ -1,0 +1,16 @@
+//! Resilience policies applied to every call (DESIGN.md "policy pipeline").
+//!
+//! - `classify.rs` — the one place that decides a call outcome's failure class.
+//! - `backoff.rs` — exponential backoff with full jitter.
+//! - `budget.rs` — the retry budget (retries ≤ ratio × calls + floor).
+//! - `policy.rs` — one upstream's retry policy, with per-tool overrides.
+
+mod backoff;
+mod budget;
+mod classify;
+mod policy;
+
+pub use self::backoff::Backoff;
+pub use self::budget::RetryBudget;
+pub use self::classify::{FailureClass, Verdict, classify};
+pub use self::policy::RetryPolicy;

@@ -1,0 +1,133 @@
+//! One upstream's retry policy: which attempts may be repeated, how long to
+//! wait, and the budget that keeps retries from storming.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::{Backoff, FailureClass, RetryBudget, Verdict};
+use crate::config::{RetryConfig, ToolPolicy};
+
+/// The retry policy of one upstream.
+pub struct RetryPolicy {
+    backoff: Backoff,
+    max_attempts: u32,
+    budget: RetryBudget,
+    tools: IndexMap<String, ToolPolicy>,
+}
+
+impl RetryPolicy {
+    /// Built from config.
+    pub fn new(cfg: &RetryConfig, tools: &IndexMap<String, ToolPolicy>) -> Self {
+        Self {
+            backoff: Backoff {
+                base: cfg.base,
+                multiplier: cfg.multiplier,
+                max_delay: cfg.max_delay,
+                jitter: true,
+            },
+            max_attempts: cfg.max_attempts.max(1),
+            budget: RetryBudget::new(cfg.budget_ratio, cfg.budget_min_per_sec),
+            tools: tools.clone(),
+        }
+    }
+
+    /// Whether a tool is safe to repeat: the config override if any, else
+    /// the tool's annotations (`readOnlyHint` or `idempotentHint`).
+    pub fn tool_is_safe(&self, tool: &str, annotated_safe: bool) -> bool {
+        self.tools
+            .get(tool)
+            .and_then(|t| t.idempotent)
+            .unwrap_or(annotated_safe)
+    }
+
+    /// Attempts allowed for a call to `tool` (or any other method).
+    pub fn max_attempts(&self, tool: Option<&str>) -> u32 {
+        tool.and_then(|t| self.tools.get(t))
+            .and_then(|t| t.max_attempts)
+            .unwrap_or(self.max_attempts)
+            .max(1)
+    }
+
+    /// Records a call for the budget.
+    pub fn record_call(&self) {
+        self.budget.deposit();
+    }
+
+    /// The wait before retry `retry` (0-based) of an attempt classified
+    /// `verdict`, or `None` if it must not be retried: not retryable, not
+    /// safe after reaching the upstream, or the budget is spent.
+    pub fn retry_after(&self, verdict: Verdict, safe: bool, retry: u32) -> Option<Duration> {
+        let retryable = match verdict.class {
+            FailureClass::Transient => !verdict.reached || safe,
+            FailureClass::OutcomeUnknown => safe,
+            _ => false,
+        };
+        (retryable && self.budget.try_withdraw()).then(|| self.backoff.delay(retry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        let mut tools = IndexMap::new();
+        tools.insert(
+            "charge".to_owned(),
+            ToolPolicy {
+                idempotent: Some(false),
+                max_attempts: Some(1),
+            },
+        );
+        RetryPolicy::new(&RetryConfig::default(), &tools)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_safe_calls_are_retried_once_they_may_have_reached_the_upstream() {
+        let p = policy();
+        let v = |class, reached| Verdict { class, reached };
+        assert!(
+            p.retry_after(v(FailureClass::Transient, false), false, 0)
+                .is_some(),
+            "never sent: always"
+        );
+        assert!(
+            p.retry_after(v(FailureClass::Transient, true), false, 0)
+                .is_none(),
+            "reached, unsafe"
+        );
+        assert!(
+            p.retry_after(v(FailureClass::Transient, true), true, 0)
+                .is_some(),
+            "reached, safe"
+        );
+        assert!(
+            p.retry_after(v(FailureClass::OutcomeUnknown, true), false, 0)
+                .is_none()
+        );
+        assert!(
+            p.retry_after(v(FailureClass::OutcomeUnknown, true), true, 0)
+                .is_some()
+        );
+        for class in [
+            FailureClass::Permanent,
+            FailureClass::ToolError,
+            FailureClass::Success,
+        ] {
+            assert!(
+                p.retry_after(v(class, false), true, 0).is_none(),
+                "{class:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tool_overrides_win_over_annotations() {
+        let p = policy();
+        assert!(!p.tool_is_safe("charge", true));
+        assert!(p.tool_is_safe("echo", true));
+        assert_eq!(p.max_attempts(Some("charge")), 1);
+        assert_eq!(p.max_attempts(Some("echo")), 3);
+    }
+}

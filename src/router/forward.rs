@@ -1,0 +1,209 @@
+//! Forwarding one call to its upstream, attempt by attempt: Ballast's own
+//! id and `progressToken` per attempt, the route back registered while it
+//! runs, and the retry policy deciding — from the failure class and whether
+//! the call is safe to repeat — whether another attempt follows.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::{CallRoute, Router};
+use crate::downstream::{Session, Sink};
+use crate::jsonrpc::{ErrorObject, RequestId, Response, code};
+use crate::mcp::{Params, method};
+use crate::resilience::{FailureClass, classify};
+use crate::upstream::UpstreamError;
+
+/// Whether a call may be repeated, and which tool it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Safety {
+    /// Repeating it cannot cause a second effect.
+    pub(crate) safe: bool,
+    /// The tool's name on its upstream, for `tools/call`.
+    pub(crate) tool: Option<String>,
+}
+
+impl Router {
+    /// How safe a call is: `tools/call` by the tool's policy override or its
+    /// annotations; reads (`resources/read`, `prompts/get`,
+    /// `completion/complete`) are safe; anything else is not.
+    pub(crate) fn safety(
+        &self,
+        method: &str,
+        upstream: usize,
+        params: Option<&RawValue>,
+    ) -> Safety {
+        match method {
+            method::TOOLS_CALL => {
+                let tool = Params::split(params).and_then(|p| p.str_field("name"));
+                let annotated = tool.as_deref().is_some_and(|name| {
+                    let public = match self.prefixes.get(upstream).and_then(Option::as_deref) {
+                        Some(prefix) => format!("{prefix}{}{name}", self.separator),
+                        None => name.to_owned(),
+                    };
+                    self.catalog()
+                        .tool(&public)
+                        .is_some_and(|t| t.read_only || t.idempotent)
+                });
+                let safe = match (&tool, self.policies.get(upstream)) {
+                    (Some(t), Some(p)) => p.tool_is_safe(t, annotated),
+                    _ => annotated,
+                };
+                Safety { safe, tool }
+            }
+            method::RESOURCES_READ | method::PROMPTS_GET | method::COMPLETE => Safety {
+                safe: true,
+                tool: None,
+            },
+            _ => Safety {
+                safe: false,
+                tool: None,
+            },
+        }
+    }
+
+    /// Sends a request to upstream `index`, retrying per its policy, and
+    /// restores the downstream id on the answer. `None`: the client
+    /// cancelled it (no response is due).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn forward(
+        &self,
+        session: &Arc<Session>,
+        index: usize,
+        downstream_id: RequestId,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        sink: Option<Sink>,
+        safety: Safety,
+    ) -> Option<Response> {
+        let Some(upstream) = self.upstreams.get(index) else {
+            let e = ErrorObject::new(
+                code::METHOD_NOT_FOUND,
+                format!("no upstream serves {method}"),
+            );
+            return Some(Response::err(Some(downstream_id), &e));
+        };
+        let _active = ActiveCall::new(self);
+        let policy = &self.policies[index];
+        policy.record_call();
+        let max_attempts = policy.max_attempts(safety.tool.as_deref());
+        let split = Params::split(params.as_deref());
+        let progress_token = split.as_ref().and_then(Params::progress_token);
+        let mut retries = 0u32;
+        loop {
+            let result = self
+                .attempt(
+                    session,
+                    index,
+                    &downstream_id,
+                    method,
+                    &params,
+                    progress_token.clone(),
+                    sink.clone(),
+                )
+                .await;
+            let verdict = classify(&result);
+            if retries + 1 < max_attempts
+                && let Some(wait) = policy.retry_after(verdict, safety.safe, retries)
+            {
+                tracing::debug!(
+                    upstream = %upstream.name,
+                    class = verdict.class.as_str(),
+                    retry = retries + 1,
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying"
+                );
+                self.stats.add("calls", "retried");
+                retries += 1;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            self.stats.add("calls", verdict.class.as_str());
+            return match result {
+                Ok(response) => Some(Response {
+                    id: Some(downstream_id),
+                    outcome: response.outcome,
+                }),
+                Err(UpstreamError::Cancelled) => None,
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream.name, error = %e, kind = e.kind(), "call failed");
+                    let mut error = e.to_error_object(&upstream.name);
+                    if verdict.class == FailureClass::OutcomeUnknown {
+                        error.message = format!(
+                            "outcome unknown: the request reached upstream {:?} and no answer came ({e}); \
+                             it was not retried because the tool is not safe to repeat",
+                            &*upstream.name
+                        );
+                        if safety.safe {
+                            error.message =
+                                format!("outcome unknown after {} attempts: {e}", retries + 1);
+                        }
+                    }
+                    if let Some(data) = error.data.as_mut() {
+                        data["class"] = json!(verdict.class.as_str());
+                        data["attempts"] = json!(retries + 1);
+                    }
+                    Some(Response::err(Some(downstream_id), &error))
+                }
+            };
+        }
+    }
+
+    /// One attempt: a fresh upstream id (and progress token), the route
+    /// back registered while it runs.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        session: &Arc<Session>,
+        index: usize,
+        downstream_id: &RequestId,
+        method: &str,
+        params: &Option<Box<RawValue>>,
+        progress_token: Option<Box<RawValue>>,
+        sink: Option<Sink>,
+    ) -> Result<Response, UpstreamError> {
+        let conn = self.upstreams[index].connection(self.startup_wait).await?;
+        let upstream_id = conn.next_id();
+        let params = match (&progress_token, Params::split(params.as_deref())) {
+            (Some(_), Some(mut p)) => {
+                // Ballast's progress token for this attempt is its upstream
+                // id: unique among active requests (SPEC.md 24).
+                p.set_progress_token(&upstream_id);
+                Some(p.into_raw())
+            }
+            _ => params.clone(),
+        };
+        let route = Arc::new(CallRoute {
+            session: session.clone(),
+            started: tokio::time::Instant::now(),
+            progress_token,
+            sink,
+        });
+        self.lock_calls().insert((index, upstream_id), route);
+        session.forwarded(downstream_id, index, upstream_id);
+        let result = conn.request(upstream_id, method, params).await;
+        self.lock_calls().remove(&(index, upstream_id));
+        result
+    }
+}
+
+/// Counts a call as in flight for its whole life (retry waits included),
+/// and wakes the drain when the last one ends.
+struct ActiveCall<'a>(&'a Router);
+
+impl<'a> ActiveCall<'a> {
+    fn new(router: &'a Router) -> Self {
+        router.active.fetch_add(1, Ordering::SeqCst);
+        Self(router)
+    }
+}
+
+impl Drop for ActiveCall<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

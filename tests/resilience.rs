@@ -1,0 +1,97 @@
+//! Safe retries against the real demo upstream: transient failures of
+//! read-only tools are retried (with backoff, within the budget); tools not
+//! safe to repeat are not; a child that crashes mid-call is retried on the
+//! restarted child only when the tool is safe; otherwise the client is told
+//! the outcome is unknown.
+
+mod support;
+
+use serde_json::json;
+use support::{McpClient, TestGateway, demo_config, text_of};
+
+#[tokio::test]
+async fn a_flaky_read_only_tool_succeeds_through_retries() {
+    let gw = TestGateway::start(demo_config()).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool("flaky", json!({ "fail_times": 2, "key": "ro" }))
+        .await;
+    assert_eq!(text_of(&r), "succeeded after 2 failures", "{r}");
+    let (_, ready) = gw.readyz().await;
+    assert_eq!(ready["counters"]["calls.retried"], 2, "{ready}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_not_safe_to_repeat_returns_its_first_error() {
+    let gw = TestGateway::start(demo_config()).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool("flaky_write", json!({ "fail_times": 2, "key": "rw" }))
+        .await;
+    assert_eq!(r["error"]["code"], json!(-32603), "{r}");
+    assert_eq!(r["error"]["message"], "flaky failure 1");
+    let (_, ready) = gw.readyz().await;
+    assert!(ready["counters"]["calls.retried"].is_null(), "{ready}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_call_is_retried_on_the_restarted_child_for_a_safe_tool() {
+    let gw = TestGateway::start(demo_config()).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let (_, before) = gw.readyz().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("crashed");
+    let r = c.call_tool("crash_once", json!({ "marker": marker })).await;
+    assert_eq!(text_of(&r), "survived", "{r}");
+    assert!(marker.exists(), "the first attempt did crash the child");
+    let (_, after) = gw.readyz().await;
+    assert_ne!(
+        before["upstreams"][0]["pid"], after["upstreams"][0]["pid"],
+        "a new child"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_call_on_an_unsafe_tool_reports_an_unknown_outcome() {
+    let gw = TestGateway::start(demo_config()).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let r = c.call_tool("crash", json!({})).await;
+    assert_eq!(r["error"]["data"]["class"], "outcome_unknown", "{r}");
+    assert_eq!(r["error"]["data"]["attempts"], 1);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("outcome unknown"),
+        "{r}"
+    );
+    // The next call works once the child is back.
+    let r = c.call_tool("echo", json!({ "message": "back" })).await;
+    assert_eq!(text_of(&r), "back");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
+    let mut config = demo_config();
+    let mut upstream = support::demo_upstream();
+    upstream.tools.insert(
+        "flaky".into(),
+        ballast::config::ToolPolicy {
+            idempotent: Some(false),
+            max_attempts: None,
+        },
+    );
+    config.upstreams.clear();
+    config.add_upstream("demo", upstream);
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool("flaky", json!({ "fail_times": 1, "key": "policy" }))
+        .await;
+    assert_eq!(r["error"]["message"], "flaky failure 1", "{r}");
+    gw.stop().await;
+}
