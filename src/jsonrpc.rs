@@ -28,6 +28,8 @@ pub mod code {
     pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
     /// Ballast: the gateway is draining and takes no new work.
     pub const DRAINING: i64 = -32002;
+    /// Ballast: a circuit breaker is open; the call was not sent.
+    pub const CIRCUIT_OPEN: i64 = -32003;
 }
 
 /// A JSON-RPC request id: a string or an integer, never null (SPEC.md 13).

@@ -95,3 +95,43 @@ async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
     assert_eq!(r["error"]["message"], "flaky failure 1", "{r}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_breaker_opens_fails_fast_then_half_opens_and_closes() {
+    let mut config = demo_config();
+    let mut upstream = support::demo_upstream();
+    upstream.breaker.consecutive_failures = 3;
+    upstream.breaker.open_duration = std::time::Duration::from_millis(300);
+    config.upstreams.clear();
+    config.add_upstream("demo", upstream);
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let call = json!({ "fail_times": 3, "key": "breaker" });
+    for n in 1..=3 {
+        let r = c.call_tool("flaky_write", call.clone()).await;
+        assert_eq!(r["error"]["message"], format!("flaky failure {n}"), "{r}");
+    }
+    // Open: refused without reaching the upstream.
+    let r = c.call_tool("flaky_write", call.clone()).await;
+    assert_eq!(r["error"]["code"], json!(-32003), "{r}");
+    assert_eq!(r["error"]["data"]["breaker"], "upstream:demo");
+    assert_eq!(r["error"]["data"]["reason"], "consecutive_failures");
+    let wait = r["error"]["data"]["retry_after_ms"]
+        .as_u64()
+        .expect("retry_after_ms");
+    assert!(wait > 0 && wait <= 300, "{wait}");
+    // After the open duration a probe goes through; the upstream's 4th call
+    // succeeds, which closes the circuit.
+    tokio::time::sleep(std::time::Duration::from_millis(wait + 20)).await;
+    let r = c.call_tool("flaky_write", call.clone()).await;
+    assert_eq!(
+        text_of(&r),
+        "succeeded after 3 failures",
+        "the refused call never reached it: {r}"
+    );
+    let r = c
+        .call_tool("echo", json!({ "message": "closed again" }))
+        .await;
+    assert_eq!(text_of(&r), "closed again");
+    gw.stop().await;
+}

@@ -180,6 +180,9 @@ pub struct UpstreamConfig {
     /// Retry of failed calls (only safe ones: see [`ToolPolicy`]).
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Circuit breakers: one for the upstream, one per tool.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// Per-tool overrides, by the tool's name on this upstream (without prefix).
     #[serde(default)]
     pub tools: IndexMap<String, ToolPolicy>,
@@ -210,6 +213,43 @@ pub struct RetryConfig {
     pub budget_ratio: f64,
     /// …plus this many retries per second regardless. Default 1.0.
     pub budget_min_per_sec: f64,
+}
+
+/// `[upstreams.<name>.breaker]`: when calls stop being sent for a while.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Whether the breakers are on. Default true.
+    pub enabled: bool,
+    /// Opens after this many failures in a row (transient or outcome
+    /// unknown). Default 5.
+    pub consecutive_failures: u32,
+    /// …or when at least this fraction of calls in `window` failed. Default 0.5.
+    pub failure_rate: f64,
+    /// …counting only once `window` holds this many calls. Default 20.
+    pub min_calls: u32,
+    /// The sliding window for the failure rate. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long it stays open before letting probes through. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub open_duration: Duration,
+    /// Probe calls at once while half-open. Default 1.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(30),
+            open_duration: Duration::from_secs(10),
+            half_open_probes: 1,
+        }
+    }
 }
 
 /// `[upstreams.<name>.tools.<tool>]`: policy overrides for one tool.
@@ -365,6 +405,7 @@ impl UpstreamConfig {
             url,
             transport: RemoteTransport::StreamableHttp,
             retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
             tools: IndexMap::new(),
             headers: IndexMap::new(),
             prefix: None,

@@ -3,14 +3,17 @@
 //! - `classify.rs` — the one place that decides a call outcome's failure class.
 //! - `backoff.rs` — exponential backoff with full jitter.
 //! - `budget.rs` — the retry budget (retries ≤ ratio × calls + floor).
-//! - `policy.rs` — one upstream's retry policy, with per-tool overrides.
+//! - `breaker.rs` — the circuit breaker state machine.
+//! - `policy.rs` — one upstream's retry policy and breakers, with per-tool overrides.
 
 mod backoff;
+mod breaker;
 mod budget;
 mod classify;
 mod policy;
 
 pub use self::backoff::Backoff;
+pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};
 pub use self::budget::RetryBudget;
 pub use self::classify::{FailureClass, Verdict, classify};
-pub use self::policy::RetryPolicy;
+pub use self::policy::CallPolicy;

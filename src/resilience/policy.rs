@@ -1,25 +1,42 @@
-//! One upstream's retry policy: which attempts may be repeated, how long to
-//! wait, and the budget that keeps retries from storming.
+//! One upstream's call policy: its circuit breakers (one for the upstream,
+//! one per tool), which attempts may be repeated, how long to wait, and the
+//! budget that keeps retries from storming.
 
 use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use super::{Backoff, FailureClass, RetryBudget, Verdict};
-use crate::config::{RetryConfig, ToolPolicy};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// The retry policy of one upstream.
-pub struct RetryPolicy {
+use super::{Backoff, Breaker, BreakerOpen, FailureClass, Permit, RetryBudget, Verdict};
+use crate::config::{BreakerConfig, RetryConfig, ToolPolicy};
+
+/// The call policy of one upstream.
+pub struct CallPolicy {
     backoff: Backoff,
     max_attempts: u32,
     budget: RetryBudget,
     tools: IndexMap<String, ToolPolicy>,
+    upstream: String,
+    breaker_cfg: BreakerConfig,
+    breaker: Arc<Breaker>,
+    tool_breakers: Mutex<HashMap<String, Arc<Breaker>>>,
 }
 
-impl RetryPolicy {
+impl CallPolicy {
     /// Built from config.
-    pub fn new(cfg: &RetryConfig, tools: &IndexMap<String, ToolPolicy>) -> Self {
+    pub fn new(
+        upstream: &str,
+        cfg: &RetryConfig,
+        breaker: &BreakerConfig,
+        tools: &IndexMap<String, ToolPolicy>,
+    ) -> Self {
         Self {
+            upstream: upstream.to_owned(),
+            breaker_cfg: breaker.clone(),
+            breaker: Breaker::new(format!("upstream:{upstream}"), breaker.clone()),
+            tool_breakers: Mutex::new(HashMap::new()),
             backoff: Backoff {
                 base: cfg.base,
                 multiplier: cfg.multiplier,
@@ -49,6 +66,30 @@ impl RetryPolicy {
             .max(1)
     }
 
+    /// Asks the upstream's breaker, then the tool's, to let an attempt through.
+    ///
+    /// # Errors
+    /// [`BreakerOpen`] naming the breaker that refused.
+    pub fn admit(&self, tool: Option<&str>) -> Result<Vec<Permit>, BreakerOpen> {
+        let mut permits = vec![self.breaker.acquire()?];
+        if let Some(tool) = tool {
+            let breaker = self
+                .tool_breakers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(tool.to_owned())
+                .or_insert_with(|| {
+                    Breaker::new(
+                        format!("tool:{}/{tool}", self.upstream),
+                        self.breaker_cfg.clone(),
+                    )
+                })
+                .clone();
+            permits.push(breaker.acquire()?);
+        }
+        Ok(permits)
+    }
+
     /// Records a call for the budget.
     pub fn record_call(&self) {
         self.budget.deposit();
@@ -71,7 +112,7 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
+    fn policy() -> CallPolicy {
         let mut tools = IndexMap::new();
         tools.insert(
             "charge".to_owned(),
@@ -80,7 +121,12 @@ mod tests {
                 max_attempts: Some(1),
             },
         );
-        RetryPolicy::new(&RetryConfig::default(), &tools)
+        CallPolicy::new(
+            "demo",
+            &RetryConfig::default(),
+            &BreakerConfig::default(),
+            &tools,
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -93,6 +93,28 @@ impl Router {
         let progress_token = split.as_ref().and_then(Params::progress_token);
         let mut retries = 0u32;
         loop {
+            let permits = match policy.admit(safety.tool.as_deref()) {
+                Ok(p) => p,
+                Err(open) => {
+                    self.stats.add("calls", "breaker_open");
+                    let mut e = ErrorObject::new(
+                        code::CIRCUIT_OPEN,
+                        format!(
+                            "circuit open ({}): not sent; retry in {} ms",
+                            open.breaker, open.retry_after_ms
+                        ),
+                    );
+                    e.data = Some(json!({
+                        "upstream": &*upstream.name,
+                        "class": FailureClass::Transient.as_str(),
+                        "breaker": open.breaker,
+                        "reason": open.reason,
+                        "retry_after_ms": open.retry_after_ms,
+                        "attempts": retries,
+                    }));
+                    return Some(Response::err(Some(downstream_id), &e));
+                }
+            };
             let result = self
                 .attempt(
                     session,
@@ -105,6 +127,13 @@ impl Router {
                 )
                 .await;
             let verdict = classify(&result);
+            let unhealthy = matches!(
+                verdict.class,
+                FailureClass::Transient | FailureClass::OutcomeUnknown
+            );
+            if !matches!(result, Err(UpstreamError::Cancelled)) {
+                permits.into_iter().for_each(|p| p.record(unhealthy));
+            }
             if retries + 1 < max_attempts
                 && let Some(wait) = policy.retry_after(verdict, safety.safe, retries)
             {

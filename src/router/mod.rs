@@ -28,7 +28,7 @@ use crate::jsonrpc::{
 };
 use crate::mcp::{self, Params, method};
 use crate::observe::Stats;
-use crate::resilience::RetryPolicy;
+use crate::resilience::CallPolicy;
 use crate::upstream::{Connection, Upstream, UpstreamState};
 
 /// How a call's upstream messages get back to the downstream client.
@@ -68,7 +68,7 @@ pub struct Router {
     /// Woken whenever the last call in flight finishes (for the drain).
     idle: tokio::sync::Notify,
     /// Retry policy per upstream (same index).
-    policies: Vec<RetryPolicy>,
+    policies: Vec<CallPolicy>,
     /// Counters (retries, outcomes).
     stats: Arc<Stats>,
 }
@@ -78,7 +78,7 @@ impl Router {
     pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>, stats: Arc<Stats>) -> Self {
         let policies = upstreams
             .iter()
-            .map(|u| RetryPolicy::new(&u.config.retry, &u.config.tools))
+            .map(|u| CallPolicy::new(&u.name, &u.config.retry, &u.config.breaker, &u.config.tools))
             .collect();
         Self {
             policies,
