@@ -30,6 +30,8 @@ pub mod code {
     pub const DRAINING: i64 = -32002;
     /// Ballast: a circuit breaker is open; the call was not sent.
     pub const CIRCUIT_OPEN: i64 = -32003;
+    /// Ballast: the bulkhead is full; the call was not sent.
+    pub const BULKHEAD_FULL: i64 = -32004;
 }
 
 /// A JSON-RPC request id: a string or an integer, never null (SPEC.md 13).

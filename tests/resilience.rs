@@ -76,17 +76,16 @@ async fn a_crash_mid_call_on_an_unsafe_tool_reports_an_unknown_outcome() {
 
 #[tokio::test]
 async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
-    let mut config = demo_config();
-    let mut upstream = support::demo_upstream();
-    upstream.tools.insert(
-        "flaky".into(),
-        ballast::config::ToolPolicy {
-            idempotent: Some(false),
-            max_attempts: None,
-        },
-    );
-    config.upstreams.clear();
-    config.add_upstream("demo", upstream);
+    let config = support::demo_config_with(|upstream| {
+        upstream.tools.insert(
+            "flaky".into(),
+            ballast::config::ToolPolicy {
+                idempotent: Some(false),
+                max_attempts: None,
+                max_concurrent: None,
+            },
+        );
+    });
     let gw = TestGateway::start(config).await;
     let mut c = McpClient::connect(&gw.url).await;
     let r = c
@@ -98,12 +97,10 @@ async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
 
 #[tokio::test]
 async fn the_breaker_opens_fails_fast_then_half_opens_and_closes() {
-    let mut config = demo_config();
-    let mut upstream = support::demo_upstream();
-    upstream.breaker.consecutive_failures = 3;
-    upstream.breaker.open_duration = std::time::Duration::from_millis(300);
-    config.upstreams.clear();
-    config.add_upstream("demo", upstream);
+    let config = support::demo_config_with(|upstream| {
+        upstream.breaker.consecutive_failures = 3;
+        upstream.breaker.open_duration = std::time::Duration::from_millis(300);
+    });
     let gw = TestGateway::start(config).await;
     let mut c = McpClient::connect(&gw.url).await;
     let call = json!({ "fail_times": 3, "key": "breaker" });
@@ -133,5 +130,42 @@ async fn the_breaker_opens_fails_fast_then_half_opens_and_closes() {
         .call_tool("echo", json!({ "message": "closed again" }))
         .await;
     assert_eq!(text_of(&r), "closed again");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_fails_fast_with_a_retry_hint() {
+    let config = support::demo_config_with(|upstream| {
+        upstream.bulkhead.max_concurrent = 1;
+        upstream.bulkhead.max_wait = std::time::Duration::from_millis(50);
+    });
+    let gw = TestGateway::start(config).await;
+    let c = McpClient::connect(&gw.url).await;
+    let slow = c.request_with_id(
+        json!("slow"),
+        "tools/call",
+        json!({ "name": "sleep", "arguments": { "ms": 600 } }),
+    );
+    let blocked = async {
+        // Once the slow call holds the only slot, the next one is refused.
+        loop {
+            let (_, r) = gw.readyz().await;
+            if r["calls_in_flight"] == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        c.request_with_id(
+            json!("fast"),
+            "tools/call",
+            json!({ "name": "echo", "arguments": { "message": "x" } }),
+        )
+        .await
+    };
+    let ((_, slow), (_, refused)) = tokio::join!(slow, blocked);
+    assert_eq!(text_of(&slow), "slept 600 ms");
+    assert_eq!(refused["error"]["code"], json!(-32004), "{refused}");
+    assert_eq!(refused["error"]["data"]["bulkhead"], "upstream:demo");
+    assert_eq!(refused["error"]["data"]["retry_after_ms"], 50);
     gw.stop().await;
 }

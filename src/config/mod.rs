@@ -180,6 +180,10 @@ pub struct UpstreamConfig {
     /// Retry of failed calls (only safe ones: see [`ToolPolicy`]).
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Most calls in flight at once to this upstream, and how long a call
+    /// waits for a slot before failing fast.
+    #[serde(default)]
+    pub bulkhead: BulkheadConfig,
     /// Circuit breakers: one for the upstream, one per tool.
     #[serde(default)]
     pub breaker: BreakerConfig,
@@ -213,6 +217,26 @@ pub struct RetryConfig {
     pub budget_ratio: f64,
     /// …plus this many retries per second regardless. Default 1.0.
     pub budget_min_per_sec: f64,
+}
+
+/// `[upstreams.<name>.bulkhead]`: bounded concurrency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkheadConfig {
+    /// Most calls in flight at once (0 = no limit). Default 256.
+    pub max_concurrent: usize,
+    /// Longest wait for a slot; then the call fails fast (-32004). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 256,
+            max_wait: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `[upstreams.<name>.breaker]`: when calls stop being sent for a while.
@@ -261,6 +285,8 @@ pub struct ToolPolicy {
     pub idempotent: Option<bool>,
     /// Overrides `retry.max_attempts` for this tool.
     pub max_attempts: Option<u32>,
+    /// Most calls of this tool at once (its own bulkhead; none if unset).
+    pub max_concurrent: Option<usize>,
 }
 
 impl Default for RetryConfig {
@@ -405,6 +431,7 @@ impl UpstreamConfig {
             url,
             transport: RemoteTransport::StreamableHttp,
             retry: RetryConfig::default(),
+            bulkhead: BulkheadConfig::default(),
             breaker: BreakerConfig::default(),
             tools: IndexMap::new(),
             headers: IndexMap::new(),

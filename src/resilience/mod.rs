@@ -4,16 +4,19 @@
 //! - `backoff.rs` — exponential backoff with full jitter.
 //! - `budget.rs` — the retry budget (retries ≤ ratio × calls + floor).
 //! - `breaker.rs` — the circuit breaker state machine.
+//! - `bulkhead.rs` — bounded concurrency with a bounded wait.
 //! - `policy.rs` — one upstream's retry policy and breakers, with per-tool overrides.
 
 mod backoff;
 mod breaker;
 mod budget;
+mod bulkhead;
 mod classify;
 mod policy;
 
 pub use self::backoff::Backoff;
 pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};
 pub use self::budget::RetryBudget;
+pub use self::bulkhead::{Bulkhead, BulkheadFull};
 pub use self::classify::{FailureClass, Verdict, classify};
 pub use self::policy::CallPolicy;

@@ -9,8 +9,13 @@ use indexmap::IndexMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Backoff, Breaker, BreakerOpen, FailureClass, Permit, RetryBudget, Verdict};
-use crate::config::{BreakerConfig, RetryConfig, ToolPolicy};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{
+    Backoff, Breaker, BreakerOpen, Bulkhead, BulkheadFull, FailureClass, Permit, RetryBudget,
+    Verdict,
+};
+use crate::config::{BreakerConfig, BulkheadConfig, RetryConfig, ToolPolicy};
 
 /// The call policy of one upstream.
 pub struct CallPolicy {
@@ -22,6 +27,9 @@ pub struct CallPolicy {
     breaker_cfg: BreakerConfig,
     breaker: Arc<Breaker>,
     tool_breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    bulkhead: Bulkhead,
+    max_wait: std::time::Duration,
+    tool_bulkheads: Mutex<HashMap<String, Arc<Bulkhead>>>,
 }
 
 impl CallPolicy {
@@ -30,9 +38,17 @@ impl CallPolicy {
         upstream: &str,
         cfg: &RetryConfig,
         breaker: &BreakerConfig,
+        bulkhead: &BulkheadConfig,
         tools: &IndexMap<String, ToolPolicy>,
     ) -> Self {
         Self {
+            bulkhead: Bulkhead::new(
+                format!("upstream:{upstream}"),
+                bulkhead.max_concurrent,
+                bulkhead.max_wait,
+            ),
+            max_wait: bulkhead.max_wait,
+            tool_bulkheads: Mutex::new(HashMap::new()),
             upstream: upstream.to_owned(),
             breaker_cfg: breaker.clone(),
             breaker: Breaker::new(format!("upstream:{upstream}"), breaker.clone()),
@@ -90,6 +106,38 @@ impl CallPolicy {
         Ok(permits)
     }
 
+    /// Takes a slot in the upstream's bulkhead and, if the tool has one, in
+    /// the tool's; held for the whole call (retries included).
+    ///
+    /// # Errors
+    /// [`BulkheadFull`] naming the full bulkhead.
+    pub async fn enter(
+        &self,
+        tool: Option<&str>,
+    ) -> Result<Vec<OwnedSemaphorePermit>, BulkheadFull> {
+        let mut slots = vec![self.bulkhead.enter().await?];
+        let limit = tool
+            .and_then(|t| self.tools.get(t))
+            .and_then(|t| t.max_concurrent);
+        if let (Some(tool), Some(limit)) = (tool, limit) {
+            let bulkhead = self
+                .tool_bulkheads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(tool.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Bulkhead::new(
+                        format!("tool:{}/{tool}", self.upstream),
+                        limit,
+                        self.max_wait,
+                    ))
+                })
+                .clone();
+            slots.push(bulkhead.enter().await?);
+        }
+        Ok(slots)
+    }
+
     /// Records a call for the budget.
     pub fn record_call(&self) {
         self.budget.deposit();
@@ -119,12 +167,14 @@ mod tests {
             ToolPolicy {
                 idempotent: Some(false),
                 max_attempts: Some(1),
+                max_concurrent: None,
             },
         );
         CallPolicy::new(
             "demo",
             &RetryConfig::default(),
             &BreakerConfig::default(),
+            &BulkheadConfig::default(),
             &tools,
         )
     }

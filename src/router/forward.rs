@@ -87,6 +87,25 @@ impl Router {
         };
         let _active = ActiveCall::new(self);
         let policy = &self.policies[index];
+        let _slots = match policy.enter(safety.tool.as_deref()).await {
+            Ok(slots) => slots,
+            Err(full) => {
+                self.stats.add("calls", "bulkhead_full");
+                let message = format!(
+                    "too many calls in flight ({}); retry in {} ms",
+                    full.bulkhead, full.retry_after_ms
+                );
+                let data = json!({ "bulkhead": full.bulkhead, "max_concurrent": full.max_concurrent,
+                                   "retry_after_ms": full.retry_after_ms });
+                return Some(fail_fast(
+                    downstream_id,
+                    &upstream.name,
+                    code::BULKHEAD_FULL,
+                    message,
+                    data,
+                ));
+            }
+        };
         policy.record_call();
         let max_attempts = policy.max_attempts(safety.tool.as_deref());
         let split = Params::split(params.as_deref());
@@ -97,22 +116,19 @@ impl Router {
                 Ok(p) => p,
                 Err(open) => {
                     self.stats.add("calls", "breaker_open");
-                    let mut e = ErrorObject::new(
-                        code::CIRCUIT_OPEN,
-                        format!(
-                            "circuit open ({}): not sent; retry in {} ms",
-                            open.breaker, open.retry_after_ms
-                        ),
+                    let message = format!(
+                        "circuit open ({}): not sent; retry in {} ms",
+                        open.breaker, open.retry_after_ms
                     );
-                    e.data = Some(json!({
-                        "upstream": &*upstream.name,
-                        "class": FailureClass::Transient.as_str(),
-                        "breaker": open.breaker,
-                        "reason": open.reason,
-                        "retry_after_ms": open.retry_after_ms,
-                        "attempts": retries,
-                    }));
-                    return Some(Response::err(Some(downstream_id), &e));
+                    let data = json!({ "breaker": open.breaker, "reason": open.reason,
+                                       "retry_after_ms": open.retry_after_ms, "attempts": retries });
+                    return Some(fail_fast(
+                        downstream_id,
+                        &upstream.name,
+                        code::CIRCUIT_OPEN,
+                        message,
+                        data,
+                    ));
                 }
             };
             let result = self
@@ -216,6 +232,24 @@ impl Router {
         self.lock_calls().remove(&(index, upstream_id));
         result
     }
+}
+
+/// The error for a call refused before it was sent (breaker open, bulkhead
+/// full): `transient`, with `extra` fields merged into `data`.
+fn fail_fast(
+    id: RequestId,
+    upstream: &str,
+    code: i64,
+    message: String,
+    extra: serde_json::Value,
+) -> Response {
+    let mut data = json!({ "upstream": upstream, "class": FailureClass::Transient.as_str() });
+    if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+        d.extend(extra);
+    }
+    let mut e = ErrorObject::new(code, message);
+    e.data = Some(data);
+    Response::err(Some(id), &e)
 }
 
 /// Counts a call as in flight for its whole life (retry waits included),

@@ -78,7 +78,10 @@ impl Router {
     pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>, stats: Arc<Stats>) -> Self {
         let policies = upstreams
             .iter()
-            .map(|u| CallPolicy::new(&u.name, &u.config.retry, &u.config.breaker, &u.config.tools))
+            .map(|u| {
+                let c = &u.config;
+                CallPolicy::new(&u.name, &c.retry, &c.breaker, &c.bulkhead, &c.tools)
+            })
             .collect();
         Self {
             policies,

@@ -23,6 +23,15 @@ pub fn demo_upstream() -> UpstreamConfig {
     UpstreamConfig::stdio(BIN, vec!["demo-upstream".into()])
 }
 
+/// A config with one demo upstream named `demo`, adjusted by `tweak`.
+pub fn demo_config_with(tweak: impl FnOnce(&mut UpstreamConfig)) -> Config {
+    let mut upstream = demo_upstream();
+    tweak(&mut upstream);
+    let mut c = Config::default();
+    c.add_upstream("demo", upstream);
+    c
+}
+
 /// A config with one demo upstream named `demo`.
 pub fn demo_config() -> Config {
     let mut c = Config::default();
