@@ -184,6 +184,9 @@ pub struct UpstreamConfig {
     /// waits for a slot before failing fast.
     #[serde(default)]
     pub bulkhead: BulkheadConfig,
+    /// Restart supervision: when a crash-looping child is parked.
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
     /// Circuit breakers: one for the upstream, one per tool.
     #[serde(default)]
     pub breaker: BreakerConfig,
@@ -217,6 +220,31 @@ pub struct RetryConfig {
     pub budget_ratio: f64,
     /// …plus this many retries per second regardless. Default 1.0.
     pub budget_min_per_sec: f64,
+}
+
+/// `[upstreams.<name>.supervision]`: restarts, and parking a crash loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    /// Park after this many lost connections (crashes) or failed starts
+    /// within `park_window`. Default 5.
+    pub park_after: u32,
+    /// The window for counting crashes. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub park_window: Duration,
+    /// How long a parked upstream waits before trying again. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub park_duration: Duration,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            park_after: 5,
+            park_window: Duration::from_secs(60),
+            park_duration: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[upstreams.<name>.bulkhead]`: bounded concurrency.
@@ -431,6 +459,7 @@ impl UpstreamConfig {
             url,
             transport: RemoteTransport::StreamableHttp,
             retry: RetryConfig::default(),
+            supervision: SupervisionConfig::default(),
             bulkhead: BulkheadConfig::default(),
             breaker: BreakerConfig::default(),
             tools: IndexMap::new(),

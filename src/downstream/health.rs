@@ -28,6 +28,7 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             let (state, detail, pid) = match u.state() {
                 UpstreamState::Ready(c) => ("ready", None, c.pid()),
                 UpstreamState::Connecting { last_error, .. } => ("connecting", last_error, None),
+                UpstreamState::Parked { last_error, .. } => ("parked", last_error, None),
                 UpstreamState::Stopped => ("stopped", None, None),
             };
             json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid })

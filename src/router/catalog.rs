@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::jsonrpc::to_raw;
-use crate::upstream::{Upstream, UpstreamState};
+use crate::upstream::Upstream;
 
 /// Where a public name or URI is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl Catalog {
         let (mut tools, mut prompts, mut resources, mut templates) =
             (vec![], vec![], vec![], vec![]);
         for (u, prefix) in upstreams.iter().zip(prefixes) {
-            if !matches!(u.state(), UpstreamState::Ready(_)) {
+            if !u.is_listed() {
                 continue;
             }
             let lists = u.lists();
@@ -175,6 +175,15 @@ impl Catalog {
                 .find(|(prefix, _)| !prefix.is_empty() && uri.starts_with(prefix.as_str()))
                 .map(|(_, u)| *u)
         })
+    }
+
+    /// A fingerprint of the tool list as clients see it (to announce
+    /// `list_changed` only when it changed).
+    pub fn tools_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.tools_result.as_ref().map(|r| r.get()).hash(&mut h);
+        h.finish()
     }
 
     /// The pre-serialized result for a list method, if it is one.

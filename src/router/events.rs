@@ -49,9 +49,11 @@ impl Router {
                 } => self.on_request(upstream, request, origin, conn).await,
                 UpstreamEvent::StateChanged { upstream } => {
                     self.purge_server_requests();
-                    // A restart can change the catalog: tell every client.
-                    let _ = self.catalog();
-                    if self.upstreams[upstream].current().is_some() {
+                    // Tell every client when the tools they see changed: an
+                    // upstream parked (its tools hidden) or back (re-announced).
+                    let fingerprint = self.catalog().tools_fingerprint();
+                    if self.announced.swap(fingerprint, Ordering::SeqCst) != fingerprint {
+                        tracing::info!(upstream = %self.upstreams[upstream].name, "tool list changed; notifying clients");
                         broadcast(&sessions, method::TOOLS_LIST_CHANGED).await;
                     }
                 }

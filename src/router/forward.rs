@@ -189,6 +189,10 @@ impl Router {
                     if let Some(data) = error.data.as_mut() {
                         data["class"] = json!(verdict.class.as_str());
                         data["attempts"] = json!(retries + 1);
+                        if matches!(e, UpstreamError::Closed) {
+                            // Best effort: what the child said before it went away.
+                            data["stderr_tail"] = json!(upstream.stderr_tail());
+                        }
                     }
                     Some(Response::err(Some(downstream_id), &error))
                 }

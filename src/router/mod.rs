@@ -63,6 +63,8 @@ pub struct Router {
     /// Ballast's downstream-facing id → the upstream request it stands for.
     server_requests: Mutex<HashMap<i64, ServerRequestRoute>>,
     next_server_request_id: AtomicI64,
+    /// Fingerprint of the tool list last announced to clients.
+    announced: std::sync::atomic::AtomicU64,
     /// Calls being forwarded (retry waits included).
     active: std::sync::atomic::AtomicUsize,
     /// Woken whenever the last call in flight finishes (for the drain).
@@ -95,6 +97,7 @@ impl Router {
             server_requests: Mutex::new(HashMap::new()),
             next_server_request_id: AtomicI64::new(1),
             active: std::sync::atomic::AtomicUsize::new(0),
+            announced: std::sync::atomic::AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
         }
     }

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::transport::{INCOMING_CAPACITY, Incoming, Transport};
+use super::transport::{INCOMING_CAPACITY, Incoming, StderrTail, Transport};
 use super::{Handled, UpstreamError, UpstreamEvent};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Message, Notification, Request, RequestId, Response, empty_object, to_raw};
@@ -62,10 +62,11 @@ impl Connection {
         cfg: &UpstreamConfig,
         ids: Arc<AtomicU64>,
         events: mpsc::Sender<UpstreamEvent>,
+        stderr_tail: StderrTail,
     ) -> Result<Arc<Connection>, UpstreamError> {
         let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
         let closed = CancellationToken::new();
-        let transport = Transport::open(&name, cfg, tx, closed.clone())?;
+        let transport = Transport::open(&name, cfg, tx, closed.clone(), stderr_tail)?;
         let conn = Arc::new(Connection {
             name,
             index,

@@ -106,6 +106,13 @@ pub enum UpstreamState {
     },
     /// Initialized and serving.
     Ready(Arc<Connection>),
+    /// Crashed too often: hidden from the catalog until `park_duration` passes.
+    Parked {
+        /// Crashes counted in the window.
+        crashes: u32,
+        /// The last failure.
+        last_error: Option<String>,
+    },
     /// Shut down.
     Stopped,
 }
@@ -122,6 +129,7 @@ pub struct Upstream {
     state: watch::Sender<UpstreamState>,
     lists: std::sync::RwLock<Arc<Lists>>,
     generation: AtomicU64,
+    stderr_tail: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Upstream {
@@ -138,6 +146,7 @@ impl Upstream {
             }),
             lists: std::sync::RwLock::new(Arc::new(Lists::default())),
             generation: AtomicU64::new(0),
+            stderr_tail: Arc::default(),
         })
     }
 
@@ -190,8 +199,27 @@ impl Upstream {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The last lines (up to 20) a stdio child wrote to stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether its tools belong in the catalog: ready, or briefly
+    /// reconnecting (calls wait for it); not parked or stopped.
+    pub fn is_listed(&self) -> bool {
+        matches!(
+            self.state(),
+            UpstreamState::Ready(_) | UpstreamState::Connecting { .. }
+        )
+    }
+
     fn set_state(&self, state: UpstreamState) {
-        if !matches!(state, UpstreamState::Ready(_))
+        // A restarting upstream keeps its catalog (calls wait for it); a
+        // parked or stopped one is hidden.
+        if matches!(state, UpstreamState::Parked { .. } | UpstreamState::Stopped)
             && let Ok(mut l) = self.lists.write()
         {
             *l = Arc::new(Lists::default());
@@ -212,6 +240,8 @@ impl Upstream {
     ) {
         let mut backoff = MIN_BACKOFF;
         let mut attempt = 0u32;
+        let sup = self.config.supervision.clone();
+        let mut crashes: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
         while !stop.is_cancelled() {
             match self.connect(&events, &stop).await {
                 Ok(conn) => {
@@ -230,7 +260,9 @@ impl Upstream {
                             break;
                         }
                     }
-                    tracing::warn!(upstream = %self.name, "upstream connection lost; reconnecting");
+                    let tail = self.stderr_tail().join("\n");
+                    tracing::warn!(upstream = %self.name, stderr_tail = %tail, "upstream connection lost; restarting");
+                    crashes.push_back(Instant::now());
                     self.set_state(UpstreamState::Connecting {
                         attempt: 0,
                         last_error: Some("connection lost".into()),
@@ -255,7 +287,41 @@ impl Upstream {
                         attempt,
                         last_error: Some(e.to_string()),
                     });
+                    crashes.push_back(Instant::now());
                 }
+            }
+            while crashes
+                .front()
+                .is_some_and(|t| t.elapsed() > sup.park_window)
+            {
+                crashes.pop_front();
+            }
+            if crashes.len() >= sup.park_after.max(1) as usize {
+                let count = crashes.len() as u32;
+                crashes.clear();
+                let tail = self.stderr_tail().join("\n");
+                tracing::warn!(
+                    upstream = %self.name,
+                    crashes = count,
+                    park_ms = sup.park_duration.as_millis() as u64,
+                    stderr_tail = %tail,
+                    "upstream crash-looping: parked (its tools are hidden until it recovers)"
+                );
+                self.set_state(UpstreamState::Parked {
+                    crashes: count,
+                    last_error: Some(format!("{count} crashes within {:?}", sup.park_window)),
+                });
+                let _ = events
+                    .send(UpstreamEvent::StateChanged {
+                        upstream: self.index,
+                    })
+                    .await;
+                tokio::select! {
+                    () = tokio::time::sleep(sup.park_duration) => {}
+                    () = stop.cancelled() => break,
+                }
+                backoff = MIN_BACKOFF;
+                continue;
             }
             // Full jitter on the upper half: never a thundering herd of restarts.
             let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
@@ -284,6 +350,7 @@ impl Upstream {
             &self.config,
             self.ids.clone(),
             events.clone(),
+            self.stderr_tail.clone(),
         )?;
         let ready = async {
             conn.initialize(self.config.init_timeout).await?;

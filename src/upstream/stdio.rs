@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::UpstreamError;
-use super::transport::{Incoming, forward_frame};
+use super::transport::{Incoming, STDERR_TAIL_LINES, StderrTail, forward_frame};
 use crate::config::UpstreamConfig;
 
 /// Frames queued for the child's stdin before `send` waits (backpressure).
@@ -56,6 +56,7 @@ impl StdioTransport {
         name: &str,
         cfg: &UpstreamConfig,
         incoming: mpsc::Sender<Incoming>,
+        stderr_tail: StderrTail,
     ) -> Result<Self, UpstreamError> {
         let program = cfg.command.clone().unwrap_or_default();
         let mut cmd = CommandWrap::with_new(&program, |c| {
@@ -86,7 +87,7 @@ impl StdioTransport {
             tokio::spawn(read_stdout(name.clone(), stdout, incoming));
         }
         if let Some(stderr) = stderr {
-            tokio::spawn(log_stderr(name.clone(), stderr));
+            tokio::spawn(log_stderr(name.clone(), stderr, stderr_tail));
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         let grace = cfg.shutdown_grace;
@@ -281,9 +282,15 @@ async fn read_line_bounded(
     }
 }
 
-async fn log_stderr(name: Arc<str>, stderr: impl AsyncRead + Unpin) {
+async fn log_stderr(name: Arc<str>, stderr: impl AsyncRead + Unpin, tail: StderrTail) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(mut t) = tail.lock() {
+            if t.len() >= STDERR_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line.clone());
+        }
         tracing::info!(target: "ballast::upstream::stderr", upstream = %name, "{line}");
     }
 }

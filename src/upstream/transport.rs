@@ -12,6 +12,13 @@ use super::stdio::StdioTransport;
 use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::jsonrpc::Message;
 
+/// The last lines a stdio child wrote to stderr (shared with its upstream,
+/// so they outlive the child for logs and error `data`).
+pub(crate) type StderrTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
+/// Lines kept in a [`StderrTail`].
+pub(crate) const STDERR_TAIL_LINES: usize = 20;
+
 /// Capacity of the incoming channel of one upstream connection (messages).
 pub(crate) const INCOMING_CAPACITY: usize = 1024;
 
@@ -59,9 +66,12 @@ impl Transport {
         cfg: &UpstreamConfig,
         incoming: mpsc::Sender<Incoming>,
         closed: tokio_util::sync::CancellationToken,
+        stderr_tail: StderrTail,
     ) -> Result<Transport, UpstreamError> {
         match cfg.kind() {
-            UpstreamKind::Stdio => StdioTransport::spawn(name, cfg, incoming).map(Transport::Stdio),
+            UpstreamKind::Stdio => {
+                StdioTransport::spawn(name, cfg, incoming, stderr_tail).map(Transport::Stdio)
+            }
             UpstreamKind::Http => HttpTransport::new(name, cfg, incoming).map(Transport::Http),
             UpstreamKind::Sse => {
                 SseTransport::open(name, cfg, incoming, closed).map(Transport::Sse)
