@@ -66,3 +66,58 @@ async fn a_crash_loop_is_parked_hidden_and_re_announced_on_recovery() {
     assert_eq!(status, 200);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn killing_the_child_under_50_calls_ends_every_call_and_the_next_one_works() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let gw = TestGateway::start(support::demo_config()).await;
+    let c = McpClient::connect(&gw.url).await;
+    let (_, ready) = gw.readyz().await;
+    let pid = ready["upstreams"][0]["pid"].as_i64().expect("pid") as i32;
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            c.request_with_id(
+                json!(i),
+                "tools/call",
+                json!({ "name": "sleep", "arguments": { "ms": 400 } }),
+            )
+        })
+        .collect();
+    let all = futures_util::future::join_all(calls);
+    let killer = async {
+        loop {
+            let (_, r) = gw.readyz().await;
+            if r["calls_in_flight"] == 50 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the child");
+    };
+    let (results, ()) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(all, killer) })
+            .await
+            .expect("no call hangs");
+    let mut ok = 0;
+    for (_, r) in &results {
+        if r["result"].is_object() {
+            assert_eq!(text_of(r), "slept 400 ms");
+            ok += 1;
+        } else {
+            // The retry budget is spent: a clear class, never a hang.
+            assert_eq!(r["error"]["data"]["class"], "outcome_unknown", "{r}");
+        }
+    }
+    let (_, ready) = gw.readyz().await;
+    eprintln!(
+        "after SIGKILL under 50 calls: {ok} succeeded via retry, {} outcome_unknown; counters {}",
+        50 - ok,
+        ready["counters"]
+    );
+    assert!(ok >= 10, "retries within the budget succeed: {ok}");
+    let mut c = c;
+    let r = c.call_tool("echo", json!({ "message": "next" })).await;
+    assert_eq!(text_of(&r), "next");
+    gw.stop().await;
+}

@@ -147,7 +147,14 @@ impl Router {
                 verdict.class,
                 FailureClass::Transient | FailureClass::OutcomeUnknown
             );
-            if !matches!(result, Err(UpstreamError::Cancelled)) {
+            // A lost connection is supervision's business (restart, parking),
+            // not a sign of bad answers: one crash fails every call in flight
+            // at once and must not open the breakers. Neither does a cancel.
+            let supervised = matches!(
+                result,
+                Err(UpstreamError::Closed | UpstreamError::NotConnected | UpstreamError::Cancelled)
+            );
+            if !supervised {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }
             if retries + 1 < max_attempts
