@@ -169,3 +169,75 @@ async fn a_full_bulkhead_fails_fast_with_a_retry_hint() {
     assert_eq!(refused["error"]["data"]["retry_after_ms"], 50);
     gw.stop().await;
 }
+
+/// A forwarder in front of `target` that answers the first `tools/call`
+/// with 503 + `Retry-After: 1` and forwards everything else unchanged.
+async fn refuse_once_with_retry_after(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let refused = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (refused, client) = (refused.clone(), client.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains("tools/call")
+                && !refused.swap(true, Ordering::SeqCst)
+            {
+                return axum::response::Response::builder()
+                    .status(503)
+                    .header("retry-after", "1")
+                    .body(axum::body::Body::empty())
+                    .expect("response");
+            }
+            let mut headers = parts.headers.clone();
+            headers.remove("host");
+            let resp = client
+                .request(parts.method, format!("http://{target}{}", parts.uri))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .expect("forward");
+            let mut out = axum::response::Response::builder().status(resp.status());
+            for (k, v) in resp.headers() {
+                out = out.header(k, v);
+            }
+            out.body(axum::body::Body::from_stream(resp.bytes_stream()))
+                .expect("response")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn an_http_upstreams_retry_after_is_honoured() {
+    let a = TestGateway::start(demo_config()).await;
+    let front = refuse_once_with_retry_after(a.addr).await;
+    let mut config = ballast::Config::default();
+    config.add_upstream(
+        "a",
+        ballast::config::UpstreamConfig::http(format!("http://{front}/mcp")),
+    );
+    let b = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&b.url).await;
+    let started = tokio::time::Instant::now();
+    let r = c.call_tool("echo", json!({ "message": "after 503" })).await;
+    assert_eq!(text_of(&r), "after 503", "{r}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "waited the upstream's Retry-After"
+    );
+    let (_, ready) = b.readyz().await;
+    assert_eq!(ready["counters"]["calls.retried"], 1, "{ready}");
+    b.stop().await;
+    a.stop().await;
+}

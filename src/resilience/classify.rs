@@ -96,7 +96,7 @@ pub fn classify(outcome: &Result<Response, UpstreamError>) -> Verdict {
                 v(FailureClass::Transient, false)
             }
             UpstreamError::Http(err) if err.is_connect() => v(FailureClass::Transient, false),
-            UpstreamError::HttpStatus { status } => match status {
+            UpstreamError::HttpStatus { status, .. } => match status {
                 429 | 502 | 503 | 504 => v(FailureClass::Transient, false),
                 401 | 403 => v(FailureClass::Permanent, false),
                 400..=499 => v(FailureClass::Permanent, false),
@@ -164,43 +164,64 @@ mod tests {
             ),
             (
                 "HTTP 429",
-                Err(UpstreamError::HttpStatus { status: 429 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 429,
+                    retry_after: None,
+                }),
                 Transient,
                 false,
             ),
             (
                 "HTTP 502",
-                Err(UpstreamError::HttpStatus { status: 502 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 502,
+                    retry_after: None,
+                }),
                 Transient,
                 false,
             ),
             (
                 "HTTP 503",
-                Err(UpstreamError::HttpStatus { status: 503 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 503,
+                    retry_after: None,
+                }),
                 Transient,
                 false,
             ),
             (
                 "HTTP 504",
-                Err(UpstreamError::HttpStatus { status: 504 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 504,
+                    retry_after: None,
+                }),
                 Transient,
                 false,
             ),
             (
                 "HTTP 401",
-                Err(UpstreamError::HttpStatus { status: 401 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 401,
+                    retry_after: None,
+                }),
                 Permanent,
                 false,
             ),
             (
                 "HTTP 403",
-                Err(UpstreamError::HttpStatus { status: 403 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 403,
+                    retry_after: None,
+                }),
                 Permanent,
                 false,
             ),
             (
                 "HTTP 500",
-                Err(UpstreamError::HttpStatus { status: 500 }),
+                Err(UpstreamError::HttpStatus {
+                    status: 500,
+                    retry_after: None,
+                }),
                 OutcomeUnknown,
                 true,
             ),

@@ -16,6 +16,9 @@ use crate::mcp::{Params, method};
 use crate::resilience::{FailureClass, classify};
 use crate::upstream::UpstreamError;
 
+/// Longest `Retry-After` from an upstream that Ballast honours.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Whether a call may be repeated, and which tool it is.
 #[derive(Debug, Clone)]
 pub(crate) struct Safety {
@@ -158,8 +161,11 @@ impl Router {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }
             if retries + 1 < max_attempts
-                && let Some(wait) = policy.retry_after(verdict, safety.safe, retries)
+                && let Some(backoff) = policy.retry_after(verdict, safety.safe, retries)
             {
+                // Honour the upstream's Retry-After (up to a minute).
+                let asked = result.as_ref().err().and_then(UpstreamError::retry_after);
+                let wait = backoff.max(asked.unwrap_or_default().min(MAX_RETRY_AFTER));
                 tracing::debug!(
                     upstream = %upstream.name,
                     class = verdict.class.as_str(),

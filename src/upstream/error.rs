@@ -36,6 +36,8 @@ pub enum UpstreamError {
     HttpStatus {
         /// The HTTP status code.
         status: u16,
+        /// The `Retry-After` the upstream sent (delay-seconds form), if any.
+        retry_after: Option<Duration>,
     },
     /// The HTTP request to the remote upstream failed (connect, TLS, I/O).
     #[error("HTTP transport: {0}")]
@@ -49,6 +51,29 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The error for a non-success HTTP answer, with its `Retry-After`
+    /// (delay-seconds form; an HTTP-date is ignored).
+    pub fn from_status(resp: &reqwest::Response) -> Self {
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        UpstreamError::HttpStatus {
+            status: resp.status().as_u16(),
+            retry_after,
+        }
+    }
+
+    /// How long the upstream asked us to wait before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::HttpStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A short stable name for logs, metrics and error `data`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -71,8 +96,15 @@ impl UpstreamError {
             format!("upstream {upstream:?}: {self}"),
         );
         let mut data = json!({ "upstream": upstream, "kind": self.kind() });
-        if let UpstreamError::HttpStatus { status } = self {
+        if let UpstreamError::HttpStatus {
+            status,
+            retry_after,
+        } = self
+        {
             data["status"] = json!(status);
+            if let Some(wait) = retry_after {
+                data["retry_after_ms"] = json!(wait.as_millis() as u64);
+            }
         }
         e.data = Some(data);
         e

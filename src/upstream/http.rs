@@ -222,9 +222,7 @@ impl Inner {
                 continue;
             }
             if !status.is_success() {
-                return Err(UpstreamError::HttpStatus {
-                    status: status.as_u16(),
-                });
+                return Err(UpstreamError::from_status(&resp));
             }
             if is_initialize {
                 self.lock_state().session_id = resp.headers().get(SESSION_HEADER).cloned();
@@ -234,7 +232,10 @@ impl Inner {
             }
             return self.read_answer(resp, request_id, true).await.map(|_| ());
         }
-        Err(UpstreamError::HttpStatus { status: 404 })
+        Err(UpstreamError::HttpStatus {
+            status: 404,
+            retry_after: None,
+        })
     }
 
     /// Reads a JSON or SSE answer. Forwards messages to the incoming channel
@@ -289,11 +290,7 @@ impl Inner {
                         .await;
                     match attempt {
                         Ok(r) if r.status().is_success() => break r,
-                        Ok(r) => {
-                            return Err(UpstreamError::HttpStatus {
-                                status: r.status().as_u16(),
-                            });
-                        }
+                        Ok(r) => return Err(UpstreamError::from_status(&r)),
                         // Not reachable right now: try again (bounded by the
                         // caller's request timeout).
                         Err(e) => {
@@ -432,9 +429,7 @@ impl Inner {
         if resp.status().is_success() {
             Ok(resp)
         } else {
-            Err(UpstreamError::HttpStatus {
-                status: resp.status().as_u16(),
-            })
+            Err(UpstreamError::from_status(&resp))
         }
     }
 

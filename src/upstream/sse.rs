@@ -107,9 +107,7 @@ impl Inner {
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(UpstreamError::HttpStatus {
-                status: resp.status().as_u16(),
-            })
+            Err(UpstreamError::from_status(&resp))
         }
     }
 
