@@ -83,6 +83,7 @@ async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
                 idempotent: Some(false),
                 max_attempts: None,
                 max_concurrent: None,
+                timeout: None,
             },
         );
     });
@@ -240,4 +241,34 @@ async fn an_http_upstreams_retry_after_is_honoured() {
     assert_eq!(ready["counters"]["calls.retried"], 1, "{ready}");
     b.stop().await;
     a.stop().await;
+}
+
+#[tokio::test]
+async fn progress_extends_a_tools_timeout_and_silence_ends_it() {
+    use ballast::config::ToolPolicy;
+    use std::time::Duration;
+    let quick = ToolPolicy {
+        timeout: Some(Duration::from_millis(250)),
+        max_attempts: Some(1),
+        ..ToolPolicy::default()
+    };
+    let config = support::demo_config_with(|u| {
+        u.tools.insert("progress".into(), quick.clone());
+        u.tools.insert("sleep".into(), quick.clone());
+    });
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    // 5 × 100 ms = 500 ms in all, but each progress notification restarts the 250 ms.
+    let (_, r) = c
+        .request(
+            "tools/call",
+            json!({ "name": "progress", "arguments": { "steps": 5, "ms": 100 }, "_meta": { "progressToken": "p" } }),
+        )
+        .await;
+    assert_eq!(text_of(&r), "done 5 steps", "{r}");
+    // Silence for longer than the timeout ends the call.
+    let r = c.call_tool("sleep", json!({ "ms": 600 })).await;
+    assert_eq!(r["error"]["data"]["kind"], "timeout", "{r}");
+    assert_eq!(r["error"]["data"]["class"], "outcome_unknown");
+    gw.stop().await;
 }

@@ -174,9 +174,14 @@ pub struct UpstreamConfig {
     /// Longest wait for the upstream's `initialize` answer, per attempt. Default 30 s.
     #[serde(default = "default_init_timeout", with = "humantime_serde")]
     pub init_timeout: Duration,
-    /// Longest a forwarded request may wait for its answer. Default 60 s.
+    /// Longest a forwarded request may wait for its answer; each progress
+    /// notification restarts it. Default 60 s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The most progress notifications may extend a request's wait to,
+    /// from its start. Default 10 min.
+    #[serde(default = "default_max_timeout", with = "humantime_serde")]
+    pub max_timeout: Duration,
     /// Retry of failed calls (only safe ones: see [`ToolPolicy`]).
     #[serde(default)]
     pub retry: RetryConfig,
@@ -315,6 +320,9 @@ pub struct ToolPolicy {
     pub max_attempts: Option<u32>,
     /// Most calls of this tool at once (its own bulkhead; none if unset).
     pub max_concurrent: Option<usize>,
+    /// Overrides `request_timeout` for this tool.
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -431,6 +439,9 @@ fn default_init_timeout() -> Duration {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
+fn default_max_timeout() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(2)
 }
@@ -469,6 +480,7 @@ impl UpstreamConfig {
             mode: UpstreamMode::Shared,
             init_timeout: default_init_timeout(),
             request_timeout: default_request_timeout(),
+            max_timeout: default_max_timeout(),
             shutdown_grace: default_shutdown_grace(),
         }
     }

@@ -15,7 +15,8 @@ use super::{
     Backoff, Breaker, BreakerOpen, Bulkhead, BulkheadFull, FailureClass, Permit, RetryBudget,
     Verdict,
 };
-use crate::config::{BreakerConfig, BulkheadConfig, RetryConfig, ToolPolicy};
+use crate::config::{BreakerConfig, ToolPolicy, UpstreamConfig};
+use crate::upstream::Deadline;
 
 /// The call policy of one upstream.
 pub struct CallPolicy {
@@ -30,18 +31,22 @@ pub struct CallPolicy {
     bulkhead: Bulkhead,
     max_wait: std::time::Duration,
     tool_bulkheads: Mutex<HashMap<String, Arc<Bulkhead>>>,
+    request_timeout: std::time::Duration,
+    max_timeout: std::time::Duration,
 }
 
 impl CallPolicy {
     /// Built from config.
-    pub fn new(
-        upstream: &str,
-        cfg: &RetryConfig,
-        breaker: &BreakerConfig,
-        bulkhead: &BulkheadConfig,
-        tools: &IndexMap<String, ToolPolicy>,
-    ) -> Self {
+    pub fn new(upstream: &str, config: &UpstreamConfig) -> Self {
+        let (cfg, breaker, bulkhead, tools) = (
+            &config.retry,
+            &config.breaker,
+            &config.bulkhead,
+            &config.tools,
+        );
         Self {
+            request_timeout: config.request_timeout,
+            max_timeout: config.max_timeout,
             bulkhead: Bulkhead::new(
                 format!("upstream:{upstream}"),
                 bulkhead.max_concurrent,
@@ -138,6 +143,25 @@ impl CallPolicy {
         Ok(slots)
     }
 
+    /// How long a call to `tool` may wait: the tool's `timeout` or the
+    /// upstream's `request_timeout`, restarted by each wake-up of
+    /// `progress`, never past `max_timeout`.
+    pub(crate) fn deadline(
+        &self,
+        tool: Option<&str>,
+        progress: Arc<tokio::sync::Notify>,
+    ) -> Deadline {
+        let timeout = tool
+            .and_then(|t| self.tools.get(t))
+            .and_then(|t| t.timeout)
+            .unwrap_or(self.request_timeout);
+        Deadline {
+            timeout,
+            max: self.max_timeout.max(timeout),
+            progress: Some(progress),
+        }
+    }
+
     /// Records a call for the budget.
     pub fn record_call(&self) {
         self.budget.deposit();
@@ -168,15 +192,12 @@ mod tests {
                 idempotent: Some(false),
                 max_attempts: Some(1),
                 max_concurrent: None,
+                timeout: None,
             },
         );
-        CallPolicy::new(
-            "demo",
-            &RetryConfig::default(),
-            &BreakerConfig::default(),
-            &BulkheadConfig::default(),
-            &tools,
-        )
+        let mut config = UpstreamConfig::stdio("demo", vec![]);
+        config.tools = tools;
+        CallPolicy::new("demo", &config)
     }
 
     #[tokio::test(start_paused = true)]

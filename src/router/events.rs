@@ -98,6 +98,7 @@ impl Router {
                         .and_then(|t| serde_json::from_str::<u64>(t.get()).ok());
                 let route = token.and_then(|t| self.lock_calls().get(&(upstream, t)).cloned());
                 let Some(route) = route else { return }; // progress for a finished call
+                route.progress.notify_one();
                 let Some(original) = &route.progress_token else {
                     return;
                 };

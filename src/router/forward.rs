@@ -143,6 +143,7 @@ impl Router {
                     &params,
                     progress_token.clone(),
                     sink.clone(),
+                    safety.tool.as_deref(),
                 )
                 .await;
             let verdict = classify(&result);
@@ -225,6 +226,7 @@ impl Router {
         params: &Option<Box<RawValue>>,
         progress_token: Option<Box<RawValue>>,
         sink: Option<Sink>,
+        tool: Option<&str>,
     ) -> Result<Response, UpstreamError> {
         let conn = self.upstreams[index].connection(self.startup_wait).await?;
         let upstream_id = conn.next_id();
@@ -237,7 +239,10 @@ impl Router {
             }
             _ => params.clone(),
         };
+        let progress = Arc::new(tokio::sync::Notify::new());
+        let deadline = self.policies[index].deadline(tool, progress.clone());
         let route = Arc::new(CallRoute {
+            progress,
             session: session.clone(),
             started: tokio::time::Instant::now(),
             progress_token,
@@ -245,7 +250,9 @@ impl Router {
         });
         self.lock_calls().insert((index, upstream_id), route);
         session.forwarded(downstream_id, index, upstream_id);
-        let result = conn.request(upstream_id, method, params).await;
+        let result = conn
+            .request_within(upstream_id, method, params, deadline)
+            .await;
         self.lock_calls().remove(&(index, upstream_id));
         result
     }

@@ -38,6 +38,8 @@ pub(crate) struct CallRoute {
     pub(crate) started: tokio::time::Instant,
     /// The downstream's `progressToken`, restored on progress notifications.
     pub(crate) progress_token: Option<Box<RawValue>>,
+    /// Woken on each progress notification (restarts the call's timeout).
+    pub(crate) progress: Arc<tokio::sync::Notify>,
     /// The call's SSE stream; `None` when the client asked for JSON.
     pub(crate) sink: Option<Sink>,
 }
@@ -80,10 +82,7 @@ impl Router {
     pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>, stats: Arc<Stats>) -> Self {
         let policies = upstreams
             .iter()
-            .map(|u| {
-                let c = &u.config;
-                CallPolicy::new(&u.name, &c.retry, &c.breaker, &c.bulkhead, &c.tools)
-            })
+            .map(|u| CallPolicy::new(&u.name, &u.config))
             .collect();
         Self {
             policies,

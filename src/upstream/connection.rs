@@ -38,6 +38,16 @@ pub struct ServerInfo {
     pub instructions: Option<String>,
 }
 
+/// How long a request may wait for its answer.
+pub(crate) struct Deadline {
+    /// The timeout, restarted by each progress notification.
+    pub(crate) timeout: std::time::Duration,
+    /// The most it may be extended to, from the start.
+    pub(crate) max: std::time::Duration,
+    /// Woken on each progress notification for the request.
+    pub(crate) progress: Option<Arc<tokio::sync::Notify>>,
+}
+
 /// A live upstream connection.
 pub struct Connection {
     name: Arc<str>,
@@ -138,6 +148,27 @@ impl Connection {
         method: &str,
         params: Option<Box<RawValue>>,
     ) -> Result<Response, UpstreamError> {
+        let deadline = Deadline {
+            timeout: self.request_timeout,
+            max: self.request_timeout,
+            progress: None,
+        };
+        self.request_within(id, method, params, deadline).await
+    }
+
+    /// [`Connection::request`] with its own [`Deadline`]: each wake-up of
+    /// `deadline.progress` (a progress notification for this call) restarts
+    /// the timeout, never past `deadline.max` from the start (SPEC.md 26).
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub(crate) async fn request_within(
+        &self,
+        id: u64,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        deadline: Deadline,
+    ) -> Result<Response, UpstreamError> {
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
         let frame = Message::Request(Request {
@@ -150,14 +181,31 @@ impl Connection {
             self.lock_pending().remove(&id);
             return Err(e);
         }
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(UpstreamError::Cancelled),
-            Err(_) => {
-                self.cancel(id, "timeout").await;
-                Err(UpstreamError::Timeout {
-                    timeout: self.request_timeout,
-                })
+        let start = tokio::time::Instant::now();
+        let cap = start + deadline.max.max(deadline.timeout);
+        let mut expires = (start + deadline.timeout).min(cap);
+        tokio::pin!(rx);
+        loop {
+            let progressed = async {
+                match &deadline.progress {
+                    Some(p) => p.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answer = &mut rx => {
+                    return match answer {
+                        Ok(answer) => answer,
+                        Err(_) => Err(UpstreamError::Cancelled),
+                    };
+                }
+                () = tokio::time::sleep_until(expires) => {
+                    self.cancel(id, "timeout").await;
+                    return Err(UpstreamError::Timeout { timeout: expires.duration_since(start) });
+                }
+                () = progressed => {
+                    expires = (tokio::time::Instant::now() + deadline.timeout).min(cap);
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use rand::RngExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use self::connection::Deadline;
 pub use self::connection::{Connection, ServerInfo};
 pub use self::error::UpstreamError;
 pub use self::lists::Lists;
