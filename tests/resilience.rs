@@ -84,6 +84,7 @@ async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
                 max_attempts: None,
                 max_concurrent: None,
                 timeout: None,
+                fallback: None,
             },
         );
     });
@@ -270,5 +271,39 @@ async fn progress_extends_a_tools_timeout_and_silence_ends_it() {
     let r = c.call_tool("sleep", json!({ "ms": 600 })).await;
     assert_eq!(r["error"]["data"]["kind"], "timeout", "{r}");
     assert_eq!(r["error"]["data"]["class"], "outcome_unknown");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_tool_falls_back_to_another_upstreams_tool_and_says_so() {
+    let mut config = ballast::Config::default();
+    let mut primary = support::demo_upstream();
+    primary.tools.insert(
+        "flaky_write".into(),
+        ballast::config::ToolPolicy {
+            fallback: Some("backup__echo".into()),
+            ..Default::default()
+        },
+    );
+    config.add_upstream("primary", primary);
+    config.add_upstream("backup", support::demo_upstream());
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool(
+            "primary__flaky_write",
+            json!({ "fail_times": 5, "key": "fb", "message": "from the fallback" }),
+        )
+        .await;
+    assert_eq!(text_of(&r), "from the fallback", "{r}");
+    let degraded = &r["result"]["_meta"]["ballast/degraded"];
+    assert_eq!(degraded["source"], "fallback");
+    assert_eq!(degraded["tool"], "backup__echo");
+    assert_eq!(degraded["primary_error"]["message"], "flaky failure 1");
+    // A call that succeeds is not marked.
+    let r = c
+        .call_tool("backup__echo", json!({ "message": "plain" }))
+        .await;
+    assert!(r["result"]["_meta"].is_null(), "{r}");
     gw.stop().await;
 }

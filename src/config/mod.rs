@@ -323,6 +323,9 @@ pub struct ToolPolicy {
     /// Overrides `request_timeout` for this tool.
     #[serde(default, with = "humantime_serde::option")]
     pub timeout: Option<Duration>,
+    /// A tool to call with the same arguments when this one fails, by its
+    /// public name (e.g. `backup__search`); its result is marked degraded.
+    pub fallback: Option<String>,
 }
 
 impl Default for RetryConfig {

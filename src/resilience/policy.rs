@@ -79,6 +79,11 @@ impl CallPolicy {
             .unwrap_or(annotated_safe)
     }
 
+    /// The public name of `tool`'s fallback tool, if its policy names one.
+    pub fn fallback(&self, tool: &str) -> Option<&str> {
+        self.tools.get(tool).and_then(|t| t.fallback.as_deref())
+    }
+
     /// Attempts allowed for a call to `tool` (or any other method).
     pub fn max_attempts(&self, tool: Option<&str>) -> u32 {
         tool.and_then(|t| self.tools.get(t))
@@ -193,6 +198,7 @@ mod tests {
                 max_attempts: Some(1),
                 max_concurrent: None,
                 timeout: None,
+                fallback: None,
             },
         );
         let mut config = UpstreamConfig::stdio("demo", vec![]);

@@ -10,6 +10,7 @@
 
 mod catalog;
 mod events;
+mod fallback;
 mod forward;
 
 use std::collections::HashMap;
@@ -229,14 +230,33 @@ impl Router {
         )
         .then(|| Params::split(params.as_deref()).and_then(|p| p.str_field("uri")))
         .flatten();
+        let original = (method == method::TOOLS_CALL)
+            .then(|| params.clone())
+            .flatten();
         let (upstream, params) = match self.route(&method, params) {
             Ok(r) => r,
             Err(e) => return Some(Response::err(Some(id), &e)),
         };
         let safety = self.safety(&method, upstream, params.as_deref());
+        let tool = safety.tool.clone();
         let response = self
-            .forward(session, upstream, id, &method, params, sink, safety)
+            .forward(
+                session,
+                upstream,
+                id.clone(),
+                &method,
+                params,
+                sink.clone(),
+                safety,
+            )
             .await?;
+        if let (Some(original), Some(tool), Err(_)) = (original, tool, &response.outcome)
+            && let Some(degraded) = self
+                .try_fallbacks(session, &id, &original, upstream, tool, sink, &response)
+                .await
+        {
+            return Some(degraded);
+        }
         if let (Some(uri), Ok(_)) = (subscription, &response.outcome) {
             session.set_subscribed(uri, method == method::RESOURCES_SUBSCRIBE);
         }

@@ -1,0 +1,108 @@
+//! Fallback chains (DESIGN.md "degrade loudly"): when a tool call fails and
+//! the tool's policy names a `fallback` tool (by its public name, possibly on
+//! another upstream), the same arguments go there; a result obtained that
+//! way is marked in its `_meta` as `ballast/degraded`.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::Router;
+use crate::downstream::{Session, Sink};
+use crate::jsonrpc::{RequestId, Response, code, to_raw};
+use crate::mcp::{Params, method};
+
+/// Longest chain of fallbacks followed for one call.
+const MAX_FALLBACKS: usize = 3;
+
+impl Router {
+    /// Tries the fallback chain of a failed `tools/call`. `params` are the
+    /// call's params as the client sent them; `tool` the failed tool's name
+    /// on `upstream`. Returns the first success, marked degraded, or `None`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn try_fallbacks(
+        &self,
+        session: &Arc<Session>,
+        id: &RequestId,
+        params: &RawValue,
+        mut upstream: usize,
+        mut tool: String,
+        sink: Option<Sink>,
+        primary: &Response,
+    ) -> Option<Response> {
+        if !falls_back_on(primary) {
+            return None;
+        }
+        let mut tried = vec![];
+        for _ in 0..MAX_FALLBACKS {
+            let fallback = self.policies.get(upstream)?.fallback(&tool)?.to_owned();
+            if tried.contains(&fallback) {
+                return None;
+            }
+            tried.push(fallback.clone());
+            let mut p = Params::split(Some(params))?;
+            p.set("name", &fallback);
+            let Ok((next, routed)) = self.route(method::TOOLS_CALL, Some(p.into_raw())) else {
+                return None;
+            };
+            let safety = self.safety(method::TOOLS_CALL, next, routed.as_deref());
+            let next_tool = safety.tool.clone()?;
+            tracing::info!(tool = %tool, fallback = %fallback, "primary failed; trying its fallback");
+            let response = self
+                .forward(
+                    session,
+                    next,
+                    id.clone(),
+                    method::TOOLS_CALL,
+                    routed,
+                    sink.clone(),
+                    safety,
+                )
+                .await?;
+            if let Ok(result) = &response.outcome {
+                self.stats.add("calls", "degraded");
+                return Some(Response::ok(
+                    id.clone(),
+                    mark_degraded(result, &fallback, primary),
+                ));
+            }
+            (upstream, tool) = (next, next_tool);
+        }
+        None
+    }
+}
+
+/// Whether a failed answer may be replaced by a fallback's: any error but
+/// the client's own (a malformed request would fail there too).
+fn falls_back_on(response: &Response) -> bool {
+    let Err(error) = &response.outcome else {
+        return false;
+    };
+    let code = serde_json::from_str::<Value>(error.get())
+        .ok()
+        .and_then(|e| e["code"].as_i64());
+    !matches!(
+        code,
+        Some(code::INVALID_REQUEST | code::METHOD_NOT_FOUND | code::PARSE_ERROR)
+    )
+}
+
+/// Adds `_meta["ballast/degraded"] = {source, tool, primary_error}` to a result.
+fn mark_degraded(result: &RawValue, fallback: &str, primary: &Response) -> Box<RawValue> {
+    let mut obj: Map<String, Value> = serde_json::from_str(result.get()).unwrap_or_default();
+    let primary_error = primary
+        .outcome
+        .as_ref()
+        .err()
+        .and_then(|e| serde_json::from_str::<Value>(e.get()).ok())
+        .map(|e| json!({ "code": e["code"], "message": e["message"] }));
+    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert(
+            "ballast/degraded".into(),
+            json!({ "source": "fallback", "tool": fallback, "primary_error": primary_error }),
+        );
+    }
+    to_raw(&obj)
+}
