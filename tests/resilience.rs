@@ -307,3 +307,45 @@ async fn a_failing_tool_falls_back_to_another_upstreams_tool_and_says_so() {
     assert!(r["result"]["_meta"].is_null(), "{r}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_only_result_is_served_stale_and_marked_when_the_upstream_is_down() {
+    use std::time::Duration;
+    let mut config = support::demo_config_with(|u| {
+        u.supervision.park_after = 1;
+        u.supervision.park_duration = Duration::from_secs(60);
+        u.retry.max_attempts = 1;
+    });
+    config.server.startup_wait = Duration::from_millis(200);
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let fresh = c
+        .call_tool("echo", json!({ "message": "cached", "z": 1 }))
+        .await;
+    assert_eq!(text_of(&fresh), "cached");
+    assert!(fresh["result"]["_meta"].is_null());
+    // The only upstream crashes and is parked: nothing can answer now.
+    let _ = c.call_tool("crash", json!({})).await;
+    loop {
+        let (_, r) = gw.readyz().await;
+        if r["upstreams"][0]["state"] == "parked" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Same call (arguments in another order): the last good result, marked.
+    let stale = c
+        .call_tool("echo", json!({ "z": 1, "message": "cached" }))
+        .await;
+    assert_eq!(text_of(&stale), "cached", "{stale}");
+    let mark = &stale["result"]["_meta"]["ballast/degraded"];
+    assert_eq!(mark["source"], "stale_cache", "{stale}");
+    assert!(mark["age_ms"].as_u64().is_some());
+    assert!(mark["primary_error"]["code"].is_i64());
+    // A call never answered before has nothing to fall back on.
+    let none = c
+        .call_tool("echo", json!({ "message": "never seen" }))
+        .await;
+    assert!(none["error"].is_object(), "{none}");
+    gw.stop().await;
+}

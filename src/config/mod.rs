@@ -192,6 +192,9 @@ pub struct UpstreamConfig {
     /// Restart supervision: when a crash-looping child is parked.
     #[serde(default)]
     pub supervision: SupervisionConfig,
+    /// The stale cache of read-only tool results.
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Circuit breakers: one for the upstream, one per tool.
     #[serde(default)]
     pub breaker: BreakerConfig,
@@ -248,6 +251,30 @@ impl Default for SupervisionConfig {
             park_after: 5,
             park_window: Duration::from_secs(60),
             park_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[upstreams.<name>.cache]`: last good results of read-only tools,
+/// served (marked stale) when a call and its fallbacks fail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether results are kept. Default true.
+    pub enabled: bool,
+    /// How old a result may be and still be served. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub stale_ttl: Duration,
+    /// Most results kept. Default 10,000.
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stale_ttl: Duration::from_secs(600),
+            max_entries: 10_000,
         }
     }
 }
@@ -474,6 +501,7 @@ impl UpstreamConfig {
             transport: RemoteTransport::StreamableHttp,
             retry: RetryConfig::default(),
             supervision: SupervisionConfig::default(),
+            cache: CacheConfig::default(),
             bulkhead: BulkheadConfig::default(),
             breaker: BreakerConfig::default(),
             tools: IndexMap::new(),

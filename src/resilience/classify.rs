@@ -114,7 +114,7 @@ pub fn classify(outcome: &Result<Response, UpstreamError>) -> Verdict {
 }
 
 /// Whether a tool result says `isError: true`.
-fn is_error_result(result: &RawValue) -> bool {
+pub fn is_error_result(result: &RawValue) -> bool {
     serde_json::from_str::<IsError>(result.get()).is_ok_and(|r| r.is_error)
 }
 

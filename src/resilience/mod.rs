@@ -5,12 +5,14 @@
 //! - `budget.rs` — the retry budget (retries ≤ ratio × calls + floor).
 //! - `breaker.rs` — the circuit breaker state machine.
 //! - `bulkhead.rs` — bounded concurrency with a bounded wait.
+//! - `cache.rs` — the stale cache of read-only results.
 //! - `policy.rs` — one upstream's retry policy and breakers, with per-tool overrides.
 
 mod backoff;
 mod breaker;
 mod budget;
 mod bulkhead;
+mod cache;
 mod classify;
 mod policy;
 
@@ -18,5 +20,6 @@ pub use self::backoff::Backoff;
 pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};
 pub use self::budget::RetryBudget;
 pub use self::bulkhead::{Bulkhead, BulkheadFull};
-pub use self::classify::{FailureClass, Verdict, classify};
+pub use self::cache::StaleCache;
+pub use self::classify::{FailureClass, Verdict, classify, is_error_result};
 pub use self::policy::CallPolicy;

@@ -33,6 +33,7 @@ pub struct CallPolicy {
     tool_bulkheads: Mutex<HashMap<String, Arc<Bulkhead>>>,
     request_timeout: std::time::Duration,
     max_timeout: std::time::Duration,
+    cache: Option<super::StaleCache>,
 }
 
 impl CallPolicy {
@@ -45,6 +46,10 @@ impl CallPolicy {
             &config.tools,
         );
         Self {
+            cache: config
+                .cache
+                .enabled
+                .then(|| super::StaleCache::new(config.cache.max_entries, config.cache.stale_ttl)),
             request_timeout: config.request_timeout,
             max_timeout: config.max_timeout,
             bulkhead: Bulkhead::new(
@@ -77,6 +82,11 @@ impl CallPolicy {
             .get(tool)
             .and_then(|t| t.idempotent)
             .unwrap_or(annotated_safe)
+    }
+
+    /// The stale cache, when enabled.
+    pub fn cache(&self) -> Option<&super::StaleCache> {
+        self.cache.as_ref()
     }
 
     /// The public name of `tool`'s fallback tool, if its policy names one.

@@ -62,10 +62,8 @@ impl Router {
                 .await?;
             if let Ok(result) = &response.outcome {
                 self.stats.add("calls", "degraded");
-                return Some(Response::ok(
-                    id.clone(),
-                    mark_degraded(result, &fallback, primary),
-                ));
+                let marker = json!({ "source": "fallback", "tool": fallback, "primary_error": primary_error(primary) });
+                return Some(Response::ok(id.clone(), mark_degraded(result, marker)));
             }
             (upstream, tool) = (next, next_tool);
         }
@@ -88,21 +86,25 @@ fn falls_back_on(response: &Response) -> bool {
     )
 }
 
-/// Adds `_meta["ballast/degraded"] = {source, tool, primary_error}` to a result.
-fn mark_degraded(result: &RawValue, fallback: &str, primary: &Response) -> Box<RawValue> {
-    let mut obj: Map<String, Value> = serde_json::from_str(result.get()).unwrap_or_default();
-    let primary_error = primary
+/// The code and message of a failed answer, for a degraded result's marker.
+pub(super) fn primary_error(primary: &Response) -> Value {
+    primary
         .outcome
         .as_ref()
         .err()
         .and_then(|e| serde_json::from_str::<Value>(e.get()).ok())
-        .map(|e| json!({ "code": e["code"], "message": e["message"] }));
+        .map_or(
+            Value::Null,
+            |e| json!({ "code": e["code"], "message": e["message"] }),
+        )
+}
+
+/// Adds `_meta["ballast/degraded"] = marker` to a result.
+pub(super) fn mark_degraded(result: &RawValue, marker: Value) -> Box<RawValue> {
+    let mut obj: Map<String, Value> = serde_json::from_str(result.get()).unwrap_or_default();
     let meta = obj.entry("_meta").or_insert_with(|| json!({}));
     if let Some(meta) = meta.as_object_mut() {
-        meta.insert(
-            "ballast/degraded".into(),
-            json!({ "source": "fallback", "tool": fallback, "primary_error": primary_error }),
-        );
+        meta.insert("ballast/degraded".into(), marker);
     }
     to_raw(&obj)
 }

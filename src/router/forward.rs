@@ -26,6 +26,8 @@ pub(crate) struct Safety {
     pub(crate) safe: bool,
     /// The tool's name on its upstream, for `tools/call`.
     pub(crate) tool: Option<String>,
+    /// The tool is annotated read-only (its results may be served stale).
+    pub(crate) read_only: bool,
 }
 
 impl Router {
@@ -41,28 +43,34 @@ impl Router {
         match method {
             method::TOOLS_CALL => {
                 let tool = Params::split(params).and_then(|p| p.str_field("name"));
-                let annotated = tool.as_deref().is_some_and(|name| {
+                let entry = tool.as_deref().and_then(|name| {
                     let public = match self.prefixes.get(upstream).and_then(Option::as_deref) {
                         Some(prefix) => format!("{prefix}{}{name}", self.separator),
                         None => name.to_owned(),
                     };
-                    self.catalog()
-                        .tool(&public)
-                        .is_some_and(|t| t.read_only || t.idempotent)
+                    self.catalog().tool(&public).cloned()
                 });
+                let annotated = entry.as_ref().is_some_and(|t| t.read_only || t.idempotent);
+                let read_only = entry.as_ref().is_some_and(|t| t.read_only);
                 let safe = match (&tool, self.policies.get(upstream)) {
                     (Some(t), Some(p)) => p.tool_is_safe(t, annotated),
                     _ => annotated,
                 };
-                Safety { safe, tool }
+                Safety {
+                    safe,
+                    tool,
+                    read_only,
+                }
             }
             method::RESOURCES_READ | method::PROMPTS_GET | method::COMPLETE => Safety {
                 safe: true,
                 tool: None,
+                read_only: false,
             },
             _ => Safety {
                 safe: false,
                 tool: None,
+                read_only: false,
             },
         }
     }

@@ -29,7 +29,7 @@ use crate::jsonrpc::{
 };
 use crate::mcp::{self, Params, method};
 use crate::observe::Stats;
-use crate::resilience::CallPolicy;
+use crate::resilience::{CallPolicy, StaleCache, is_error_result};
 use crate::upstream::{Connection, Upstream, UpstreamState};
 
 /// How a call's upstream messages get back to the downstream client.
@@ -239,6 +239,18 @@ impl Router {
         };
         let safety = self.safety(&method, upstream, params.as_deref());
         let tool = safety.tool.clone();
+        // Only read-only results are stored; a lookup after a failure needs
+        // no annotation (a parked upstream's tools are not in the catalog).
+        let read_only = safety.read_only;
+        let cache_key = || {
+            let (original, tool) = (original.as_deref()?, tool.as_deref()?);
+            let args = Params::split(Some(original)).and_then(|p| {
+                p.0.get("arguments")
+                    .and_then(|a| serde_json::from_str::<Value>(a.get()).ok())
+            });
+            Some(StaleCache::key(tool, args.as_ref()))
+        };
+        let cache = self.policies.get(upstream).and_then(CallPolicy::cache);
         let response = self
             .forward(
                 session,
@@ -250,12 +262,43 @@ impl Router {
                 safety,
             )
             .await?;
-        if let (Some(original), Some(tool), Err(_)) = (original, tool, &response.outcome)
-            && let Some(degraded) = self
-                .try_fallbacks(session, &id, &original, upstream, tool, sink, &response)
-                .await
+        if let (Ok(result), Some(cache)) = (&response.outcome, cache)
+            && read_only
+            && !is_error_result(result)
+            && let Some(key) = cache_key()
         {
-            return Some(degraded);
+            cache.put(key, result.clone());
+        }
+        if let (Some(original_params), Some(tool_name), Err(_)) =
+            (&original, &tool, &response.outcome)
+        {
+            if let Some(degraded) = self
+                .try_fallbacks(
+                    session,
+                    &id,
+                    original_params,
+                    upstream,
+                    tool_name.clone(),
+                    sink,
+                    &response,
+                )
+                .await
+            {
+                return Some(degraded);
+            }
+            // Last resort for a read-only tool: its last good result, marked stale.
+            if let Some(cache) = cache
+                && let Some(key) = cache_key()
+                && let Some((stale, age)) = cache.get(&key)
+            {
+                self.stats.add("calls", "stale");
+                let marker = json!({
+                    "source": "stale_cache",
+                    "age_ms": age.as_millis() as u64,
+                    "primary_error": fallback::primary_error(&response),
+                });
+                return Some(Response::ok(id, fallback::mark_degraded(&stale, marker)));
+            }
         }
         if let (Some(uri), Ok(_)) = (subscription, &response.outcome) {
             session.set_subscribed(uri, method == method::RESOURCES_SUBSCRIBE);
