@@ -44,6 +44,8 @@ pub struct Gateway {
     pub stats: Arc<Stats>,
     /// Who reads which stream (to find abandoned calls).
     pub readers: Arc<Readers>,
+    /// The per-session rate limit, if configured.
+    pub session_rate: Option<crate::resilience::RateLimit>,
     /// Fired when the drain starts: readiness goes red, GET streams close,
     /// new sessions and calls are refused.
     pub draining: CancellationToken,
@@ -75,6 +77,10 @@ impl Gateway {
         }
         supervisors.close();
         tokio::spawn(router.clone().run_events(events_rx, sessions.clone()));
+        let session_rate = crate::resilience::RateLimit::new(
+            config.server.rate_limit_per_session,
+            config.server.rate_limit_burst,
+        );
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
             router,
@@ -83,6 +89,7 @@ impl Gateway {
             session_store: stores.sessions,
             stats,
             readers: Arc::new(Readers::default()),
+            session_rate,
             draining: CancellationToken::new(),
             streams_closing: CancellationToken::new(),
             stop_upstreams,
@@ -168,6 +175,9 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
             }
         }
         gw.readers.prune(&gw.router.running_streams());
+        if let Some(rate) = &gw.session_rate {
+            rate.retain_recent();
+        }
         let dropped = gw.log.expire(gw.config.server.resume_window, &ended).await;
         if dropped > 0 {
             tracing::debug!(dropped, "streams dropped from the event log");

@@ -32,6 +32,8 @@ pub mod code {
     pub const CIRCUIT_OPEN: i64 = -32003;
     /// Ballast: the bulkhead is full; the call was not sent.
     pub const BULKHEAD_FULL: i64 = -32004;
+    /// Ballast: a rate limit was reached; the call was not sent.
+    pub const RATE_LIMITED: i64 = -32005;
 }
 
 /// A JSON-RPC request id: a string or an integer, never null (SPEC.md 13).

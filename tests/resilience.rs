@@ -85,6 +85,7 @@ async fn a_tool_policy_can_forbid_retries_of_an_annotated_tool() {
                 max_concurrent: None,
                 timeout: None,
                 fallback: None,
+                rate_per_sec: None,
             },
         );
     });
@@ -347,5 +348,54 @@ async fn a_read_only_result_is_served_stale_and_marked_when_the_upstream_is_down
         .call_tool("echo", json!({ "message": "never seen" }))
         .await;
     assert!(none["error"].is_object(), "{none}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_per_session_and_per_tool_say_when_to_come_back() {
+    let mut config = support::demo_config_with(|u| {
+        u.tools.insert(
+            "sleep".into(),
+            ballast::config::ToolPolicy {
+                rate_per_sec: Some(1.0),
+                ..Default::default()
+            },
+        );
+    });
+    config.server.rate_limit_per_session = 0.5;
+    config.server.rate_limit_burst = 3;
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    // Per tool: one sleep per second for everyone.
+    let r = c.call_tool("sleep", json!({ "ms": 1 })).await;
+    assert_eq!(text_of(&r), "slept 1 ms");
+    let r = c.call_tool("sleep", json!({ "ms": 1 })).await;
+    assert_eq!(r["error"]["code"], json!(-32005), "{r}");
+    assert!(
+        r["error"]["data"]["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0 && ms <= 1000),
+        "{r}"
+    );
+    // Per session: a burst of 3 requests (two calls so far, this ping is the
+    // third), then 429 with Retry-After.
+    let ping = json!({ "jsonrpc": "2.0", "id": 99, "method": "ping" });
+    assert_eq!(c.post(&ping).await.status(), 200);
+    let resp = c.post(&ping).await;
+    assert_eq!(resp.status(), 429);
+    let secs: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&secs), "{secs}");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], json!(-32005));
+    // Another session has its own bucket.
+    let mut other = McpClient::connect(&gw.url).await;
+    assert_eq!(
+        text_of(&other.call_tool("echo", json!({ "message": "mine" })).await),
+        "mine"
+    );
     gw.stop().await;
 }

@@ -92,6 +92,11 @@ pub struct ServerConfig {
     /// Cancel a call upstream (`notifications/cancelled`) when nobody has
     /// read its stream for `resume_window`. Default true.
     pub cancel_abandoned_calls: bool,
+    /// Requests per second each session may make (token bucket); more →
+    /// 429 with `Retry-After`. 0 (default) = no limit.
+    pub rate_limit_per_session: f64,
+    /// Burst size of the per-session bucket. Default 20.
+    pub rate_limit_burst: u32,
 }
 
 /// `[log]`: log output.
@@ -353,6 +358,9 @@ pub struct ToolPolicy {
     /// A tool to call with the same arguments when this one fails, by its
     /// public name (e.g. `backup__search`); its result is marked degraded.
     pub fallback: Option<String>,
+    /// Calls per second to this tool, all sessions together (bursts of one
+    /// second's worth); more → JSON-RPC -32005 with `retry_after_ms`.
+    pub rate_per_sec: Option<f64>,
 }
 
 impl Default for RetryConfig {
@@ -428,6 +436,8 @@ impl Default for ServerConfig {
             stream_max_events: 10_000,
             stream_max_bytes: 16 * 1024 * 1024,
             cancel_abandoned_calls: true,
+            rate_limit_per_session: 0.0,
+            rate_limit_burst: 20,
         }
     }
 }

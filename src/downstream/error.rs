@@ -58,6 +58,12 @@ pub enum DownstreamError {
     /// `server.max_requests_per_session` reached in this session.
     #[error("too many requests in flight in this session")]
     TooManyRequests,
+    /// The session's rate limit was reached.
+    #[error("rate limit reached; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// Until the next request is allowed.
+        retry_after: std::time::Duration,
+    },
     /// The event log failed.
     #[error("stream store unavailable")]
     Store(#[from] crate::store::StoreError),
@@ -84,6 +90,7 @@ impl DownstreamError {
                 (StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL_ERROR)
             }
             E::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, code::INTERNAL_ERROR),
+            E::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED),
         }
     }
 }
@@ -95,20 +102,25 @@ impl IntoResponse for DownstreamError {
             DownstreamError::DuplicateRequestId(id) => Some(id.clone()),
             _ => None,
         };
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": ErrorObject::new(code, self.to_string()),
-        });
-        let mut resp = (status, Json(body)).into_response();
-        if matches!(
-            self,
+        let mut error = ErrorObject::new(code, self.to_string());
+        let retry_after_secs = match &self {
+            DownstreamError::RateLimited { retry_after } => {
+                let ms = u64::try_from(retry_after.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                error.data = Some(serde_json::json!({ "retry_after_ms": ms }));
+                Some(ms.div_ceil(1000))
+            }
             DownstreamError::Draining
-                | DownstreamError::TooManySessions
-                | DownstreamError::TooManyRequests
-        ) {
+            | DownstreamError::TooManySessions
+            | DownstreamError::TooManyRequests => Some(1),
+            _ => None,
+        };
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error });
+        let mut resp = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after_secs {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -294,13 +294,18 @@ pub(super) async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcR
     }
 }
 
-/// Registers a request in its session, within the per-session limit.
+/// Registers a request in its session, within the per-session limits
+/// (requests in flight, and the rate limit).
 pub(super) fn begin(
     gw: &Gateway,
     session: &Session,
     id: &RequestId,
 ) -> Result<(), DownstreamError> {
     session.touch();
+    if let Some(rate) = &gw.session_rate {
+        rate.check(&session.id)
+            .map_err(|retry_after| DownstreamError::RateLimited { retry_after })?;
+    }
     session
         .begin(id, gw.config.server.max_requests_per_session)
         .map_err(|e| match e {

@@ -6,6 +6,7 @@
 //! - `breaker.rs` — the circuit breaker state machine.
 //! - `bulkhead.rs` — bounded concurrency with a bounded wait.
 //! - `cache.rs` — the stale cache of read-only results.
+//! - `rate_limit.rs` — token buckets per session and per tool.
 //! - `policy.rs` — one upstream's retry policy and breakers, with per-tool overrides.
 
 mod backoff;
@@ -15,6 +16,7 @@ mod bulkhead;
 mod cache;
 mod classify;
 mod policy;
+mod rate_limit;
 
 pub use self::backoff::Backoff;
 pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};
@@ -23,3 +25,4 @@ pub use self::bulkhead::{Bulkhead, BulkheadFull};
 pub use self::cache::StaleCache;
 pub use self::classify::{FailureClass, Verdict, classify, is_error_result};
 pub use self::policy::CallPolicy;
+pub use self::rate_limit::RateLimit;

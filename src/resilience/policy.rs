@@ -34,6 +34,8 @@ pub struct CallPolicy {
     request_timeout: std::time::Duration,
     max_timeout: std::time::Duration,
     cache: Option<super::StaleCache>,
+    /// Per-tool rate limits (one bucket per limited tool, all sessions together).
+    tool_rates: HashMap<String, super::RateLimit>,
 }
 
 impl CallPolicy {
@@ -50,6 +52,14 @@ impl CallPolicy {
                 .cache
                 .enabled
                 .then(|| super::StaleCache::new(config.cache.max_entries, config.cache.stale_ttl)),
+            tool_rates: tools
+                .iter()
+                .filter_map(|(name, t)| {
+                    let per_sec = t.rate_per_sec?;
+                    let burst = per_sec.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+                    Some((name.clone(), super::RateLimit::new(per_sec, burst)?))
+                })
+                .collect(),
             request_timeout: config.request_timeout,
             max_timeout: config.max_timeout,
             bulkhead: Bulkhead::new(
@@ -82,6 +92,17 @@ impl CallPolicy {
             .get(tool)
             .and_then(|t| t.idempotent)
             .unwrap_or(annotated_safe)
+    }
+
+    /// Takes a token from `tool`'s rate limit, if it has one.
+    ///
+    /// # Errors
+    /// How long until the next token.
+    pub fn rate_check(&self, tool: Option<&str>) -> Result<(), std::time::Duration> {
+        match tool.and_then(|t| self.tool_rates.get(t)) {
+            Some(limit) => limit.check(""),
+            None => Ok(()),
+        }
     }
 
     /// The stale cache, when enabled.
@@ -209,6 +230,7 @@ mod tests {
                 max_concurrent: None,
                 timeout: None,
                 fallback: None,
+                rate_per_sec: None,
             },
         );
         let mut config = UpstreamConfig::stdio("demo", vec![]);

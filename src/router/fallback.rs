@@ -71,9 +71,10 @@ impl Router {
     }
 }
 
-/// Whether a failed answer may be replaced by a fallback's: any error but
-/// the client's own (a malformed request would fail there too).
-fn falls_back_on(response: &Response) -> bool {
+/// Whether a failed answer may be replaced by a fallback's or a stale one:
+/// any error but the client's own — a malformed request would fail there
+/// too, and a rate limit means "come back later", not "take older data".
+pub(super) fn falls_back_on(response: &Response) -> bool {
     let Err(error) = &response.outcome else {
         return false;
     };
@@ -82,7 +83,9 @@ fn falls_back_on(response: &Response) -> bool {
         .and_then(|e| e["code"].as_i64());
     !matches!(
         code,
-        Some(code::INVALID_REQUEST | code::METHOD_NOT_FOUND | code::PARSE_ERROR)
+        Some(
+            code::INVALID_REQUEST | code::METHOD_NOT_FOUND | code::PARSE_ERROR | code::RATE_LIMITED
+        )
     )
 }
 

@@ -98,6 +98,20 @@ impl Router {
         };
         let _active = ActiveCall::new(self);
         let policy = &self.policies[index];
+        if let Err(wait) = policy.rate_check(safety.tool.as_deref()) {
+            self.stats.add("calls", "rate_limited");
+            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            let tool = safety.tool.as_deref().unwrap_or_default();
+            let message = format!("rate limit of tool {tool:?} reached; retry in {wait_ms} ms");
+            let data = json!({ "tool": tool, "retry_after_ms": wait_ms });
+            return Some(fail_fast(
+                downstream_id,
+                &upstream.name,
+                code::RATE_LIMITED,
+                message,
+                data,
+            ));
+        }
         let _slots = match policy.enter(safety.tool.as_deref()).await {
             Ok(slots) => slots,
             Err(full) => {

@@ -288,6 +288,7 @@ impl Router {
             }
             // Last resort for a read-only tool: its last good result, marked stale.
             if let Some(cache) = cache
+                && fallback::falls_back_on(&response)
                 && let Some(key) = cache_key()
                 && let Some((stale, age)) = cache.get(&key)
             {
