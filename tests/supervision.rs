@@ -121,3 +121,46 @@ async fn killing_the_child_under_50_calls_ends_every_call_and_the_next_one_works
     assert_eq!(text_of(&r), "next");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_remote_upstream_that_stops_answering_probes_turns_readiness_red_until_it_is_back() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a_addr = listener.local_addr().expect("addr");
+    let a = TestGateway::start_on(listener, support::demo_config());
+    let mut upstream = ballast::config::UpstreamConfig::http(format!("http://{a_addr}/mcp"));
+    upstream.supervision.probe_interval = Duration::from_millis(100);
+    upstream.supervision.probe_timeout = Duration::from_millis(200);
+    upstream.supervision.probe_failures = 2;
+    upstream.supervision.park_after = 1000;
+    let mut config = ballast::Config::default();
+    config.add_upstream("a", upstream);
+    let b = TestGateway::start(config).await;
+    let wait_for = |want: u16| {
+        let b = &b;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (status, r) = b.readyz().await;
+                if status == want {
+                    return r;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "readyz never became {want}: {r}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    a.stop().await; // A is gone: probes fail, B's readiness turns red.
+    let red = wait_for(503).await;
+    assert_eq!(red["upstreams"][0]["state"], "connecting", "{red}");
+    let listener = tokio::net::TcpListener::bind(a_addr).await.expect("rebind");
+    let a2 = TestGateway::start_on(listener, support::demo_config());
+    wait_for(200).await; // back
+    b.stop().await;
+    a2.stop().await;
+}

@@ -248,6 +248,15 @@ pub struct SupervisionConfig {
     /// How long a parked upstream waits before trying again. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub park_duration: Duration,
+    /// Remote upstreams: a `ping` this often while connected (0 = off). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// How long a probe waits for its answer. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Probes failed in a row before the connection counts as lost
+    /// (readiness red, reconnect). Default 3.
+    pub probe_failures: u32,
 }
 
 impl Default for SupervisionConfig {
@@ -256,6 +265,9 @@ impl Default for SupervisionConfig {
             park_after: 5,
             park_window: Duration::from_secs(60),
             park_duration: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(5),
+            probe_failures: 3,
         }
     }
 }

@@ -256,6 +256,10 @@ impl Upstream {
                     let since = Instant::now();
                     tokio::select! {
                         () = conn.closed() => {}
+                        () = self.probe(&conn) => {
+                            tracing::warn!(upstream = %self.name, "health probes unanswered; reconnecting");
+                            conn.close().await;
+                        }
                         () = stop.cancelled() => {
                             conn.close().await;
                             break;
@@ -338,6 +342,41 @@ impl Upstream {
                 upstream: self.index,
             })
             .await;
+    }
+
+    /// Probes a remote upstream with `ping` every `probe_interval`; returns
+    /// once `probe_failures` probes in a row got no answer in time. Any
+    /// answer (even an error) counts as alive. Never returns for stdio
+    /// upstreams (their exit is seen directly) or with probes off.
+    async fn probe(&self, conn: &Connection) {
+        let sup = &self.config.supervision;
+        if matches!(self.config.kind(), crate::config::UpstreamKind::Stdio)
+            || sup.probe_interval.is_zero()
+        {
+            return std::future::pending().await;
+        }
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(sup.probe_interval).await;
+            let deadline = Deadline {
+                timeout: sup.probe_timeout,
+                max: sup.probe_timeout,
+                progress: None,
+            };
+            match conn
+                .request_within(conn.next_id(), crate::mcp::method::PING, None, deadline)
+                .await
+            {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::debug!(upstream = %self.name, error = %e, failures, "health probe failed");
+                    if failures >= sup.probe_failures.max(1) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     async fn connect(
