@@ -8,7 +8,6 @@
 //! upstreams close (children: stdin-close →
 //! SIGTERM → SIGKILL). A forced shutdown skips the waiting.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -145,6 +144,3 @@ pub async fn run_with_stores(
     tracing::info!("drain complete");
     Ok(())
 }
-
-/// The gateway behind a running server, for tests that want to look inside.
-pub type SharedGateway = Arc<Gateway>;

@@ -18,8 +18,8 @@ const MAX_FALLBACKS: usize = 3;
 
 impl Router {
     /// Tries the fallback chain of a failed `tools/call`. `params` are the
-    /// call's params as the client sent them; `tool` the failed tool's name
-    /// on `upstream`. Returns the first success, marked degraded, or `None`.
+    /// call's params (the arguments as the client sent them); `tool` the
+    /// failed tool's name on `upstream`. Returns the first success, marked degraded, or `None`.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn try_fallbacks(
         &self,
@@ -55,7 +55,7 @@ impl Router {
                     next,
                     id.clone(),
                     method::TOOLS_CALL,
-                    routed,
+                    &routed,
                     sink.clone(),
                     safety,
                 )

@@ -85,7 +85,7 @@ impl Router {
         index: usize,
         downstream_id: RequestId,
         method: &str,
-        params: Option<Box<RawValue>>,
+        params: &Option<Box<RawValue>>,
         sink: Option<Sink>,
         safety: Safety,
     ) -> Option<Response> {
@@ -162,7 +162,7 @@ impl Router {
                     index,
                     &downstream_id,
                     method,
-                    &params,
+                    params,
                     progress_token.clone(),
                     sink.clone(),
                     safety.tool.as_deref(),

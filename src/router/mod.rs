@@ -230,9 +230,6 @@ impl Router {
         )
         .then(|| Params::split(params.as_deref()).and_then(|p| p.str_field("uri")))
         .flatten();
-        let original = (method == method::TOOLS_CALL)
-            .then(|| params.clone())
-            .flatten();
         let (upstream, params) = match self.route(&method, params) {
             Ok(r) => r,
             Err(e) => return Some(Response::err(Some(id), &e)),
@@ -242,9 +239,11 @@ impl Router {
         // Only read-only results are stored; a lookup after a failure needs
         // no annotation (a parked upstream's tools are not in the catalog).
         let read_only = safety.read_only;
+        // The routed params carry the client's arguments unchanged (only the
+        // tool name lost its prefix), so nothing is copied for this.
         let cache_key = || {
-            let (original, tool) = (original.as_deref()?, tool.as_deref()?);
-            let args = Params::split(Some(original)).and_then(|p| {
+            let (routed, tool) = (params.as_deref()?, tool.as_deref()?);
+            let args = Params::split(Some(routed)).and_then(|p| {
                 p.0.get("arguments")
                     .and_then(|a| serde_json::from_str::<Value>(a.get()).ok())
             });
@@ -257,7 +256,7 @@ impl Router {
                 upstream,
                 id.clone(),
                 &method,
-                params,
+                &params,
                 sink.clone(),
                 safety,
             )
@@ -269,14 +268,15 @@ impl Router {
         {
             cache.put(key, result.clone());
         }
-        if let (Some(original_params), Some(tool_name), Err(_)) =
-            (&original, &tool, &response.outcome)
+        if method == method::TOOLS_CALL
+            && let (Some(routed), Some(tool_name), Err(_)) =
+                (params.as_deref(), &tool, &response.outcome)
         {
             if let Some(degraded) = self
                 .try_fallbacks(
                     session,
                     &id,
-                    original_params,
+                    routed,
                     upstream,
                     tool_name.clone(),
                     sink,

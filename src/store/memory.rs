@@ -125,12 +125,9 @@ impl EventLog for MemoryEventLog {
                 changed.as_mut().enable();
                 {
                     let s = log.state();
-                    let events: Vec<_> = s
-                        .events
-                        .iter()
-                        .filter(|(seq, _)| *seq > after)
-                        .cloned()
-                        .collect();
+                    // Seqs are ascending: start at the first one after `after`.
+                    let start = s.events.partition_point(|(seq, _)| *seq <= after);
+                    let events: Vec<_> = s.events.range(start..).cloned().collect();
                     let finished = s.finished_at.is_some();
                     if !events.is_empty() || finished {
                         return Ok(Batch { events, finished });

@@ -276,11 +276,6 @@ impl Connection {
         self.transport.pid()
     }
 
-    /// Number of requests awaiting an answer.
-    pub fn in_flight(&self) -> usize {
-        self.lock_pending().len()
-    }
-
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Answer>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
