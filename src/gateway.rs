@@ -40,6 +40,8 @@ pub struct Gateway {
     pub log: Arc<dyn EventLog>,
     /// Session records (shared by replicas that share the store).
     pub session_store: Arc<dyn SessionStore>,
+    /// The Redis connection behind the stores, if any.
+    pub redis: Option<Arc<crate::store::redis::RedisBackend>>,
     /// Counters (disconnects by cause, expiries, ignored messages).
     pub stats: Arc<Stats>,
     /// Who reads which stream (to find abandoned calls).
@@ -87,6 +89,7 @@ impl Gateway {
             sessions,
             log: stores.events,
             session_store: stores.sessions,
+            redis: stores.redis,
             stats,
             readers: Arc::new(Readers::default()),
             session_rate,
@@ -147,9 +150,21 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(gw) = weak.upgrade() else { return };
+        // Sessions active here since the last sweep live on in a shared
+        // store (its records expire one idle timeout after the last touch).
+        let now = tokio::time::Instant::now();
+        let active = gw.sessions.active_since(last_sweep);
+        last_sweep = now;
+        if let Err(e) = gw.session_store.touch(&active).await {
+            tracing::debug!(error = %e, "could not refresh session records");
+        }
+        if let Some(redis) = &gw.redis {
+            crate::store::on_fallback(redis);
+        }
         let idle = gw
             .sessions
             .remove_idle(gw.config.server.session_idle_timeout);
@@ -157,8 +172,9 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
         for s in idle {
             tracing::info!(session = %s.id, "session expired after being idle");
             gw.stats.add("sessions", "expired");
+            crate::observe::metrics::session_expired();
             gw.router.end_session(&s).await;
-            let _ = gw.session_store.remove(&s.id).await;
+            let _ = gw.session_store.idle_here(&s.id).await;
             ended.push(s.id.clone());
         }
         if gw.config.server.cancel_abandoned_calls {
@@ -175,8 +191,14 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
             }
         }
         gw.readers.prune(&gw.router.running_streams());
+        crate::observe::metrics::upkeep();
         if let Some(rate) = &gw.session_rate {
             rate.retain_recent();
+        }
+        if gw.redis.is_some() {
+            // Shared streams outlive this replica's view of their session:
+            // their TTLs end them, not an idle timeout here.
+            ended.clear();
         }
         let dropped = gw.log.expire(gw.config.server.resume_window, &ended).await;
         if dropped > 0 {

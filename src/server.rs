@@ -32,19 +32,23 @@ pub enum ServeError {
     /// Reading the listener's address failed.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The configured store cannot be set up (a Redis URL that does not parse).
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Runs a gateway on `listener` until `shutdown` drains it. Returns after
 /// the drain, with every upstream child reaped.
 ///
 /// # Errors
-/// [`ServeError::Listener`] if the listener is unusable.
+/// [`ServeError::Listener`] if the listener is unusable,
+/// [`ServeError::Store`] if the configured store cannot be set up.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let stores = Stores::memory(config.server.stream_limits());
+    let stores = Stores::from_config(&config)?;
     run_with_stores(listener, config, shutdown, stores).await
 }
 
@@ -61,6 +65,7 @@ pub async fn run_with_stores(
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let drain_timeout = config.server.drain_timeout;
+    crate::observe::metrics::install();
     let gw = Gateway::start_with_stores(config, stores);
     tracing::info!(%addr, path = %gw.config.server.path, upstreams = gw.router.upstreams().len(), "ballast listening");
     let app = downstream::routes(gw.clone());

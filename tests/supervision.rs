@@ -164,3 +164,49 @@ async fn a_remote_upstream_that_stops_answering_probes_turns_readiness_red_until
     b.stop().await;
     a2.stop().await;
 }
+
+#[tokio::test]
+async fn failed_health_probes_open_the_upstream_breaker() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a_addr = listener.local_addr().expect("addr");
+    let a = TestGateway::start_on(listener, support::demo_config());
+    let mut upstream = ballast::config::UpstreamConfig::http(format!("http://{a_addr}/mcp"));
+    upstream.supervision.probe_interval = Duration::from_millis(50);
+    upstream.supervision.probe_timeout = Duration::from_millis(100);
+    // Probes alone never trigger a reconnect here: only the breaker reacts.
+    upstream.supervision.probe_failures = 1_000;
+    upstream.breaker.consecutive_failures = 3;
+    upstream.breaker.open_duration = Duration::from_secs(60);
+    let mut config = ballast::Config::default();
+    config.add_upstream("probed", upstream);
+    let b = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&b.url).await;
+    let r = c.call_tool("echo", json!({ "message": "up" })).await;
+    assert_eq!(text_of(&r), "up");
+    a.stop().await; // No more answers to probes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // No call reaches the upstream while we wait for the breaker: the
+        // only failures it can count are the probes'.
+        let scraped = reqwest::get(format!("http://{}/metrics", b.addr))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        if scraped.contains(r#"ballast_breaker_state{breaker="upstream:probed"} 1"#) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "breaker never opened:\n{scraped}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c.call_tool("echo", json!({ "message": "refused" })).await;
+    assert_eq!(r["error"]["code"], json!(-32003), "{r}");
+    assert_eq!(r["error"]["data"]["breaker"], "upstream:probed", "{r}");
+    b.stop().await;
+}

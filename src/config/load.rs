@@ -93,6 +93,30 @@ pub(super) fn validate(config: &Config, src: &str, path: &Path) -> Result<(), Co
             "must start with '/'",
         ));
     }
+    let store = &config.store;
+    if store.kind == super::StoreKind::Redis {
+        if !(store.url.starts_with("redis://") || store.url.starts_with("rediss://")) {
+            return Err(invalid_field(
+                src,
+                path,
+                "store.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if store.deployment.is_empty()
+            || !store
+                .deployment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid_field(
+                src,
+                path,
+                "store.deployment",
+                "must be non-empty letters, digits, '-' or '_'",
+            ));
+        }
+    }
     if config.upstreams.is_empty() {
         return Err(invalid_field(
             src,

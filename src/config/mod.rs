@@ -31,6 +31,10 @@ pub struct Config {
     /// How upstream catalogs are merged and named.
     #[serde(default)]
     pub catalog: CatalogConfig,
+    /// Where sessions and stream events are kept (memory, or Redis shared
+    /// by replicas).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The MCP servers behind Ballast, by name, in document order. The first
     /// one also receives methods Ballast cannot route by name or URI.
     #[serde(default)]
@@ -97,6 +101,55 @@ pub struct ServerConfig {
     pub rate_limit_per_session: f64,
     /// Burst size of the per-session bucket. Default 20.
     pub rate_limit_burst: u32,
+}
+
+/// `[store]`: where session records and stream events live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` (default: this process only) or `redis` (shared by every
+    /// replica that uses the same `url` and `deployment`).
+    pub kind: StoreKind,
+    /// Redis URL, `redis://[user:pass@]host:port[/db]` or `rediss://…`
+    /// (TLS). Default `redis://127.0.0.1:6379`. Only for `kind = "redis"`.
+    pub url: String,
+    /// Key namespace: every key is `ballast:<deployment>:…`, so several
+    /// deployments can share one Redis. Default `default`.
+    pub deployment: String,
+    /// Longest one Redis operation may take before it counts as failed and
+    /// the memory fallback is used. Default 250 ms.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+    /// The breaker in front of Redis: while open, new sessions and streams
+    /// go to the memory fallback. Defaults: 3 failures in a row, open 5 s.
+    pub breaker: BreakerConfig,
+}
+
+/// The session and event store's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In this process's memory.
+    Memory,
+    /// A Redis (or Valkey) server shared by replicas.
+    Redis,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            deployment: "default".to_owned(),
+            op_timeout: Duration::from_millis(250),
+            breaker: BreakerConfig {
+                consecutive_failures: 3,
+                min_calls: 20,
+                open_duration: Duration::from_secs(5),
+                ..BreakerConfig::default()
+            },
+        }
+    }
 }
 
 /// `[log]`: log output.

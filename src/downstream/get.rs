@@ -44,6 +44,7 @@ pub(super) async fn get(
         if owner.as_deref() == Some(&*session.id) {
             tracing::debug!(session = %session.id, event = %from, "stream resumed");
             gw.stats.add("streams", "resumed");
+            crate::observe::metrics::stream_resumed();
             let mut spec = super::post::read_spec(
                 gw,
                 &Sink::resumed(gw.log.clone(), from.stream.clone()),

@@ -1,6 +1,7 @@
 //! `/healthz` (the process serves HTTP) and `/readyz` (every required
-//! upstream is initialized and the gateway is not draining), both JSON.
-//! Not subject to Host/Origin checks: load balancers probe by IP.
+//! upstream is initialized and the gateway is not draining), both JSON;
+//! `/metrics`, the Prometheus text exposition ([`crate::observe::metrics`]).
+//! Not subject to Host/Origin checks: load balancers and scrapers probe by IP.
 
 use std::sync::Arc;
 
@@ -49,6 +50,58 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         "streams": gw.log.len(),
         "counters": gw.stats.snapshot(),
         "upstreams": upstreams,
+        "store": store_detail(&gw),
     });
     (status, Json(body)).into_response()
+}
+
+/// `{"kind": "memory"}`, or for Redis `{"kind": "redis", "fallback": bool,
+/// "breaker": "closed"|"open"|"half_open"}` — `fallback: true` while new
+/// sessions and streams go to memory because Redis failed.
+fn store_detail(gw: &Gateway) -> serde_json::Value {
+    match &gw.redis {
+        None => json!({ "kind": "memory" }),
+        Some(redis) => {
+            let breaker = match redis.state() {
+                crate::resilience::BreakerState::Closed => "closed",
+                crate::resilience::BreakerState::Open => "open",
+                crate::resilience::BreakerState::HalfOpen => "half_open",
+            };
+            json!({ "kind": "redis", "fallback": crate::store::on_fallback(redis), "breaker": breaker })
+        }
+    }
+}
+
+/// The Prometheus text format (version 0.0.4) of every `ballast_*` metric,
+/// after setting the level gauges from the gateway's current state. 404
+/// when another recorder owns the process's metrics.
+pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    use crate::observe::metrics as m;
+    m::levels(m::Levels {
+        sessions: gw.sessions.len(),
+        streams: gw.log.len(),
+        calls_in_flight: gw.router.calls_in_flight(),
+    });
+    if let Some(redis) = &gw.redis {
+        crate::store::on_fallback(redis);
+    }
+    for u in gw.router.upstreams() {
+        let state = u.state();
+        m::upstream_state(
+            &u.name,
+            matches!(state, UpstreamState::Ready(_)),
+            matches!(state, UpstreamState::Parked { .. }),
+        );
+    }
+    match m::render() {
+        Some(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }

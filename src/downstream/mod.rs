@@ -42,6 +42,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route(legacy_sse::MESSAGE_PATH, post(legacy_sse::message))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .with_state(gw)
 }
 

@@ -303,8 +303,10 @@ pub(super) fn begin(
 ) -> Result<(), DownstreamError> {
     session.touch();
     if let Some(rate) = &gw.session_rate {
-        rate.check(&session.id)
-            .map_err(|retry_after| DownstreamError::RateLimited { retry_after })?;
+        rate.check(&session.id).map_err(|retry_after| {
+            crate::observe::metrics::rate_limited("session");
+            DownstreamError::RateLimited { retry_after }
+        })?;
     }
     session
         .begin(id, gw.config.server.max_requests_per_session)

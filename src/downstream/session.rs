@@ -240,6 +240,18 @@ impl Sessions {
         s
     }
 
+    /// Ids of the sessions with a request in flight or any activity since `since`.
+    pub fn active_since(&self, since: Instant) -> Vec<Arc<str>> {
+        self.lock()
+            .values()
+            .filter(|s| {
+                let last = *s.last_active.lock().unwrap_or_else(|p| p.into_inner());
+                last >= since || !s.lock_in_flight().is_empty()
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
     /// Removes every session idle for `idle` (see [`Session::is_idle`]) and
     /// closes its streams; returns them.
     pub fn remove_idle(&self, idle: std::time::Duration) -> Vec<Arc<Session>> {

@@ -1,7 +1,8 @@
-//! Observability: logging and the gateway's own counters; Prometheus metrics
-//! and escalation follow.
+//! Observability: logging, the gateway's own counters (on `/readyz`) and
+//! Prometheus metrics (on `/metrics`).
 
 mod logging;
+pub mod metrics;
 mod stats;
 
 pub use self::logging::init_logging;

@@ -1,5 +1,5 @@
-//! Counters the gateway keeps about itself, shown on `/readyz` (Prometheus
-//! export follows with the metrics work). Disconnects are classified by
+//! Counters the gateway keeps about itself, shown on `/readyz` (the
+//! labelled Prometheus series are in [`super::metrics`]). Disconnects are classified by
 //! error kind — `io::ErrorKind` and hyper's error predicates, walked through
 //! the `source()` chain — never by message text.
 
@@ -17,6 +17,7 @@ pub struct Stats {
 impl Stats {
     /// Counts one disconnect of `cause` (see [`disconnect_cause`]).
     pub fn disconnect(&self, cause: &'static str) {
+        super::metrics::disconnect(cause);
         self.add("disconnects", cause);
     }
 

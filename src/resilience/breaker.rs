@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::BreakerConfig;
+use crate::observe::metrics;
 
 /// Why a call was refused without being sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +78,10 @@ pub enum BreakerState {
 impl Breaker {
     /// A closed breaker named `name`.
     pub fn new(name: impl Into<String>, cfg: BreakerConfig) -> Arc<Self> {
+        let name = name.into();
+        metrics::breaker_transition(&name, "closed");
         Arc::new(Self {
-            name: name.into(),
+            name,
             cfg,
             state: Mutex::new(State::Closed {
                 window: VecDeque::new(),
@@ -112,6 +115,7 @@ impl Breaker {
         {
             tracing::info!(breaker = %self.name, "circuit half-open: letting a probe through");
             *state = State::HalfOpen { probes: 0, reason };
+            metrics::breaker_transition(&self.name, "half_open");
         }
         match &mut *state {
             State::Closed { .. } => Ok(self.permit(false)),
@@ -141,6 +145,9 @@ impl Breaker {
     }
 
     fn on_outcome(&self, probe: bool, failed: bool) {
+        if !self.cfg.enabled {
+            return;
+        }
         let now = Instant::now();
         let mut state = self.lock();
         let open = |reason| State::Open {
@@ -152,12 +159,14 @@ impl Breaker {
                 if failed {
                     tracing::warn!(breaker = %self.name, "circuit re-opened: the probe failed");
                     *state = open(reason);
+                    metrics::breaker_transition(&self.name, "open");
                 } else {
                     tracing::info!(breaker = %self.name, "circuit closed: the probe succeeded");
                     *state = State::Closed {
                         window: VecDeque::new(),
                         consecutive: 0,
                     };
+                    metrics::breaker_transition(&self.name, "closed");
                 }
             }
             State::Closed {
@@ -186,11 +195,20 @@ impl Breaker {
                 if let Some(reason) = reason {
                     tracing::warn!(breaker = %self.name, reason, "circuit opened");
                     *state = open(reason);
+                    metrics::breaker_transition(&self.name, "open");
                 }
             }
             // Outcomes of calls let through before the state changed.
             _ => {}
         }
+    }
+
+    /// Records an outcome seen outside a call — a health probe of the
+    /// upstream (`failed`: no answer in time). It counts toward opening a
+    /// closed breaker like a call's outcome; an open or half-open breaker
+    /// is left to the calls and probes it lets through.
+    pub fn observe(&self, failed: bool) {
+        self.on_outcome(false, failed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

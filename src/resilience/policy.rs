@@ -40,7 +40,9 @@ pub struct CallPolicy {
 
 impl CallPolicy {
     /// Built from config.
-    pub fn new(upstream: &str, config: &UpstreamConfig) -> Self {
+    /// `breaker` is the upstream's own breaker ([`Breaker`] named
+    /// `upstream:<name>`), which its health probes feed too.
+    pub fn new(upstream: &str, config: &UpstreamConfig, upstream_breaker: Arc<Breaker>) -> Self {
         let (cfg, breaker, bulkhead, tools) = (
             &config.retry,
             &config.breaker,
@@ -71,7 +73,7 @@ impl CallPolicy {
             tool_bulkheads: Mutex::new(HashMap::new()),
             upstream: upstream.to_owned(),
             breaker_cfg: breaker.clone(),
-            breaker: Breaker::new(format!("upstream:{upstream}"), breaker.clone()),
+            breaker: upstream_breaker,
             tool_breakers: Mutex::new(HashMap::new()),
             backoff: Backoff {
                 base: cfg.base,
@@ -235,7 +237,11 @@ mod tests {
         );
         let mut config = UpstreamConfig::stdio("demo", vec![]);
         config.tools = tools;
-        CallPolicy::new("demo", &config)
+        CallPolicy::new(
+            "demo",
+            &config,
+            Breaker::new("upstream:demo", config.breaker.clone()),
+        )
     }
 
     #[tokio::test(start_paused = true)]

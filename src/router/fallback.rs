@@ -62,6 +62,8 @@ impl Router {
                 .await?;
             if let Ok(result) = &response.outcome {
                 self.stats.add("calls", "degraded");
+                let primary_upstream = self.upstreams.get(upstream).map(|u| &*u.name);
+                crate::observe::metrics::degraded(primary_upstream.unwrap_or_default(), &tool);
                 let marker = json!({ "source": "fallback", "tool": fallback, "primary_error": primary_error(primary) });
                 return Some(Response::ok(id.clone(), mark_degraded(result, marker)));
             }

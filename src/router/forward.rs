@@ -13,6 +13,7 @@ use super::{CallRoute, Router};
 use crate::downstream::{Session, Sink};
 use crate::jsonrpc::{ErrorObject, RequestId, Response, code};
 use crate::mcp::{Params, method};
+use crate::observe::metrics;
 use crate::resilience::{FailureClass, classify};
 use crate::upstream::UpstreamError;
 
@@ -97,9 +98,19 @@ impl Router {
             return Some(Response::err(Some(downstream_id), &e));
         };
         let _active = ActiveCall::new(self);
+        let started = tokio::time::Instant::now();
+        let labels = metrics::CallLabels {
+            upstream: upstream.name.clone(),
+            tool: safety.tool.as_deref().unwrap_or_default().into(),
+        };
+        let refused = |labels: &metrics::CallLabels| {
+            metrics::call(labels, FailureClass::Transient.as_str(), started.elapsed());
+        };
         let policy = &self.policies[index];
         if let Err(wait) = policy.rate_check(safety.tool.as_deref()) {
             self.stats.add("calls", "rate_limited");
+            metrics::rate_limited("tool");
+            refused(&labels);
             let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
             let tool = safety.tool.as_deref().unwrap_or_default();
             let message = format!("rate limit of tool {tool:?} reached; retry in {wait_ms} ms");
@@ -116,6 +127,8 @@ impl Router {
             Ok(slots) => slots,
             Err(full) => {
                 self.stats.add("calls", "bulkhead_full");
+                metrics::bulkhead_rejected(&full.bulkhead);
+                refused(&labels);
                 let message = format!(
                     "too many calls in flight ({}); retry in {} ms",
                     full.bulkhead, full.retry_after_ms
@@ -141,6 +154,8 @@ impl Router {
                 Ok(p) => p,
                 Err(open) => {
                     self.stats.add("calls", "breaker_open");
+                    metrics::breaker_rejected(&open.breaker);
+                    refused(&labels);
                     let message = format!(
                         "circuit open ({}): not sent; retry in {} ms",
                         open.breaker, open.retry_after_ms
@@ -197,11 +212,13 @@ impl Router {
                     "retrying"
                 );
                 self.stats.add("calls", "retried");
+                metrics::retry(&labels);
                 retries += 1;
                 tokio::time::sleep(wait).await;
                 continue;
             }
             self.stats.add("calls", verdict.class.as_str());
+            metrics::call(&labels, verdict.class.as_str(), started.elapsed());
             return match result {
                 Ok(response) => Some(Response {
                     id: Some(downstream_id),

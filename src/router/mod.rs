@@ -83,7 +83,7 @@ impl Router {
     pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>, stats: Arc<Stats>) -> Self {
         let policies = upstreams
             .iter()
-            .map(|u| CallPolicy::new(&u.name, &u.config))
+            .map(|u| CallPolicy::new(&u.name, &u.config, u.breaker().clone()))
             .collect();
         Self {
             policies,
@@ -293,6 +293,8 @@ impl Router {
                 && let Some((stale, age)) = cache.get(&key)
             {
                 self.stats.add("calls", "stale");
+                crate::observe::metrics::cache_hit("stale");
+                crate::observe::metrics::degraded(&self.upstreams[upstream].name, tool_name);
                 let marker = json!({
                     "source": "stale_cache",
                     "age_ms": age.as_millis() as u64,

@@ -45,6 +45,27 @@ impl MemoryEventLog {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `stream` is held here.
+    pub fn contains(&self, stream: &str) -> bool {
+        self.lock().contains_key(stream)
+    }
+
+    /// Takes over `stream` of session `owner` from another store that
+    /// failed mid-stream: its next event gets seq `last_seq + 1`, so event
+    /// ids continue where that store stopped. No-op if already held.
+    pub fn adopt(&self, stream: &str, owner: &str, last_seq: u64) {
+        self.lock().entry(stream.into()).or_insert_with(|| {
+            Arc::new(StreamLog {
+                owner: owner.into(),
+                state: Mutex::new(LogState {
+                    last_seq,
+                    ..LogState::default()
+                }),
+                changed: Notify::new(),
+            })
+        });
+    }
+
     fn get(&self, stream: &str) -> Result<Arc<StreamLog>, StoreError> {
         self.lock()
             .get(stream)

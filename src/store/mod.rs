@@ -7,8 +7,12 @@
 //!   can serve a session another one created (`session.rs`).
 //! - `memory.rs` — the embedded default event log; `session.rs` also holds
 //!   the in-memory session store.
+//! - `redis/` — both on Redis, shared by replicas; `fallback.rs` puts
+//!   memory behind them for when Redis fails.
 
+mod fallback;
 mod memory;
+pub mod redis;
 mod session;
 
 use std::fmt;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+pub use self::fallback::{FallbackEventLog, FallbackSessionStore, on_fallback};
 pub use self::memory::MemoryEventLog;
 pub use self::session::{MemorySessionStore, SessionRecord, SessionStore, Stores};
 

@@ -33,6 +33,9 @@ pub struct SessionRecord {
 /// - `remove` makes the id unknown everywhere (a client then gets 404).
 /// - Records are bounded in time: an implementation may expire a record
 ///   that has not been saved or touched for the session idle timeout.
+/// - A session that went idle on one replica (`idle_here`) is removed only
+///   from a store private to that replica; a shared store keeps it while
+///   another replica touches it.
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores (or replaces) a record.
     fn save(&self, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -40,10 +43,17 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The record for `id`, if stored.
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>>;
 
-    /// Forgets `id`.
+    /// Forgets `id` everywhere (the client deleted it).
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Number of records (for health and tests).
+    /// Marks `ids` as active now: their records live another idle timeout.
+    fn touch<'a>(&'a self, ids: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Session `id` went idle on this replica and was ended here.
+    fn idle_here<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Number of records held in this process's memory (for health and
+    /// tests; a remote store reports 0).
     fn len(&self) -> usize;
 
     /// Whether no record is stored.
@@ -80,6 +90,15 @@ impl SessionStore for MemorySessionStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn touch<'a>(&'a self, _ids: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), StoreError>> {
+        // Records live until removed: this process's sweeper ends them.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn idle_here<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.remove(id)
+    }
+
     fn len(&self) -> usize {
         self.lock().len()
     }
@@ -93,6 +112,9 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Stream events.
     pub events: Arc<dyn super::EventLog>,
+    /// The Redis connection behind both, when `[store] kind = "redis"`
+    /// (for `/readyz` and metrics: whether the memory fallback is in use).
+    pub redis: Option<Arc<super::redis::RedisBackend>>,
 }
 
 impl Stores {
@@ -101,6 +123,37 @@ impl Stores {
         Self {
             sessions: Arc::new(MemorySessionStore::default()),
             events: Arc::new(super::MemoryEventLog::new(limits)),
+            redis: None,
+        }
+    }
+
+    /// The stores `config` asks for: memory, or Redis with a memory
+    /// fallback. Connects lazily; must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the Redis URL does not parse.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, StoreError> {
+        let limits = config.server.stream_limits();
+        match config.store.kind {
+            crate::config::StoreKind::Memory => Ok(Self::memory(limits)),
+            crate::config::StoreKind::Redis => {
+                use super::fallback::{FallbackEventLog, FallbackSessionStore};
+                use super::redis::{RedisBackend, RedisEventLog, RedisSessionStore};
+                let backend = RedisBackend::new(&config.store)?;
+                let events = FallbackEventLog::new(
+                    RedisEventLog::new(backend.clone(), limits, config.server.resume_window),
+                    super::MemoryEventLog::new(limits),
+                );
+                let sessions = FallbackSessionStore::new(
+                    RedisSessionStore::new(backend.clone(), config.server.session_idle_timeout),
+                    MemorySessionStore::default(),
+                );
+                Ok(Self {
+                    sessions: Arc::new(sessions),
+                    events: Arc::new(events),
+                    redis: Some(backend),
+                })
+            }
         }
     }
 }

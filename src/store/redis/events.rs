@@ -1,0 +1,363 @@
+//! [`EventLog`] on Redis: one Redis Stream per downstream SSE stream, so any
+//! replica can replay and follow it.
+//!
+//! Keys (all under `ballast:<deployment>:`):
+//! - `m:<stream>` — a hash: `owner` (session id), `seq` (last seq), `bytes`
+//!   (retained bytes), `fin` (0/1).
+//! - `s:<stream>` — the events: a Redis Stream whose entry ids are `0-<seq>`,
+//!   field `d` = the JSON-RPC message.
+//! - channel `n:<stream>` — a pub/sub message per append and on finish.
+//!
+//! `append` is one Lua script (atomic): next seq, `XADD`, trim the oldest
+//! entries beyond `stream_max_events`/`stream_max_bytes` (never the newest),
+//! refresh the TTLs, `PUBLISH`. It returns once Redis has the event, which
+//! is before any socket sees it. TTLs: an unfinished stream lives
+//! [`LIVE_TTL`] after its last append; a finished one `resume_window`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::RedisBackend;
+use super::notify::{self, POLL, Waiters};
+use crate::store::{Batch, EventLog, StoreError, StreamLimits};
+
+/// How long an unfinished stream's keys live after its last append (or
+/// its opening): 1 h. A call that runs longer without sending anything
+/// loses its stream's retained events, not its answer's delivery to a
+/// client still reading on the replica that runs it.
+pub const LIVE_TTL: Duration = Duration::from_secs(3600);
+
+const APPEND: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[1]))
+redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[1])
+local maxe = tonumber(ARGV[2])
+local maxb = tonumber(ARGV[3])
+local len = redis.call('XLEN', KEYS[2])
+while len > 1 and (len > maxe or bytes > maxb) do
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  redis.call('XDEL', KEYS[2], first[1])
+  bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -string.len(first[2][2]))
+  len = len - 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], seq)
+return seq
+";
+
+const FINISH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'fin', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'fin')
+return 1
+";
+
+/// What this process knows of a stream it opened.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The owning session.
+    pub owner: Arc<str>,
+    /// The last seq this process appended.
+    pub last_seq: u64,
+    /// When this process finished it.
+    pub finished: Option<Instant>,
+}
+
+/// One XRANGE entry: (`0-<seq>`, [(`d`, data)]).
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+/// The Redis event log.
+pub struct RedisEventLog {
+    backend: Arc<RedisBackend>,
+    limits: StreamLimits,
+    resume_window: Duration,
+    append: redis::Script,
+    finish: redis::Script,
+    waiters: Arc<Waiters>,
+    /// Streams opened by this process.
+    local: Mutex<HashMap<Arc<str>, Local>>,
+    _listener: tokio_util::sync::DropGuard,
+}
+
+impl RedisEventLog {
+    /// An event log on `backend`; streams keep at most `limits` and stay
+    /// resumable for `resume_window` after they finish. Spawns the pub/sub
+    /// listener (must run inside a tokio runtime).
+    pub fn new(backend: Arc<RedisBackend>, limits: StreamLimits, resume_window: Duration) -> Self {
+        let waiters = Arc::new(Waiters::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(notify::listen(
+            Arc::downgrade(&backend),
+            Arc::downgrade(&waiters),
+            stop.clone(),
+        ));
+        Self {
+            backend,
+            limits,
+            resume_window,
+            append: redis::Script::new(APPEND),
+            finish: redis::Script::new(FINISH),
+            waiters,
+            local: Mutex::new(HashMap::new()),
+            _listener: stop.drop_guard(),
+        }
+    }
+
+    fn local(&self) -> MutexGuard<'_, HashMap<Arc<str>, Local>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this process knows of `stream`, if it opened it.
+    pub fn local_stream(&self, stream: &str) -> Option<Local> {
+        self.local().get(stream).cloned()
+    }
+
+    fn keys(&self, stream: &str) -> (String, String) {
+        (
+            self.backend.key(&format!("m:{stream}")),
+            self.backend.key(&format!("s:{stream}")),
+        )
+    }
+
+    /// One look at the stream: events after `after`, and whether it is
+    /// finished. `UnknownStream` if its keys are gone.
+    async fn fetch(&self, stream: &str, after: u64) -> Result<Batch, StoreError> {
+        let (meta, events) = self.keys(stream);
+        let (fin, entries): (Option<String>, Vec<Entry>) = self
+            .backend
+            .run(|mut c| async move {
+                redis::pipe()
+                    .hget(&meta, "fin")
+                    .cmd("XRANGE")
+                    .arg(&events)
+                    .arg(format!("(0-{after}"))
+                    .arg("+")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Some(fin) = fin else {
+            return Err(StoreError::UnknownStream);
+        };
+        let events = entries
+            .into_iter()
+            .filter_map(|(id, mut fields)| {
+                let seq = id.strip_prefix("0-")?.parse().ok()?;
+                let (_, data) = fields.pop()?;
+                Some((seq, Bytes::from(data)))
+            })
+            .collect();
+        Ok(Batch {
+            events,
+            finished: fin == "1",
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl EventLog for RedisEventLog {
+    fn open<'a>(
+        &'a self,
+        stream: &'a str,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (meta, _) = self.keys(stream);
+            self.backend
+                .run(|mut c| async move {
+                    redis::pipe()
+                        .hset_multiple(
+                            &meta,
+                            &[("owner", session), ("seq", "0"), ("bytes", "0"), ("fin", "0")],
+                        )
+                        .ignore()
+                        .pexpire(&meta, ms(LIVE_TTL) as i64)
+                        .ignore()
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await?;
+            self.local().insert(
+                stream.into(),
+                Local {
+                    owner: session.into(),
+                    last_seq: 0,
+                    finished: None,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        stream: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let (meta, events) = self.keys(stream);
+            let channel = notify::channel(&self.backend, stream);
+            let script = &self.append;
+            let limits = self.limits;
+            let seq: i64 = self
+                .backend
+                .run(|mut c| async move {
+                    script
+                        .key(&meta)
+                        .key(&events)
+                        .arg(data.as_ref())
+                        .arg(limits.max_events)
+                        .arg(limits.max_bytes)
+                        .arg(ms(LIVE_TTL))
+                        .arg(&channel)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            self.waiters.wake(stream);
+            let seq = u64::try_from(seq).map_err(|_| StoreError::UnknownStream)?;
+            if let Some(l) = self.local().get_mut(stream) {
+                l.last_seq = seq;
+            }
+            Ok(seq)
+        })
+    }
+
+    fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (meta, events) = self.keys(stream);
+            let channel = notify::channel(&self.backend, stream);
+            let script = &self.finish;
+            let window = ms(self.resume_window);
+            let found: i64 = self
+                .backend
+                .run(|mut c| async move {
+                    script
+                        .key(&meta)
+                        .key(&events)
+                        .arg(window)
+                        .arg(&channel)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            if let Some(l) = self.local().get_mut(stream) {
+                l.finished.get_or_insert_with(Instant::now);
+            }
+            self.waiters.wake(stream);
+            if found < 0 {
+                return Err(StoreError::UnknownStream);
+            }
+            Ok(())
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        stream: &'a str,
+        after: u64,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Batch, StoreError>> {
+        Box::pin(async move {
+            let deadline = Instant::now() + wait;
+            let wake = self.waiters.register(stream);
+            loop {
+                let woken = wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let batch = self.fetch(stream, after).await?;
+                if !batch.events.is_empty() || batch.finished {
+                    return Ok(batch);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(batch);
+                }
+                let _ = tokio::time::timeout_at(deadline.min(now + POLL), woken).await;
+            }
+        })
+    }
+
+    fn owner<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Arc<str>>, StoreError>> {
+        Box::pin(async move {
+            let (meta, _) = self.keys(stream);
+            let owner: Option<String> = self
+                .backend
+                .run(|mut c| async move {
+                    redis::cmd("HGET")
+                        .arg(&meta)
+                        .arg("owner")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            Ok(owner.map(Arc::from))
+        })
+    }
+
+    fn expire<'a>(
+        &'a self,
+        resume_window: Duration,
+        ended: &'a [Arc<str>],
+    ) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            // Redis expires keys by their TTLs; this forgets this process's
+            // bookkeeping and deletes the streams of sessions that ended here.
+            let now = Instant::now();
+            let mut doomed = Vec::new();
+            let dropped = {
+                let mut local = self.local();
+                let before = local.len();
+                local.retain(|stream, l| {
+                    let orphaned = ended.contains(&l.owner);
+                    if orphaned {
+                        doomed.push(stream.clone());
+                    }
+                    let expired = l
+                        .finished
+                        .is_some_and(|t| now.duration_since(t) >= resume_window);
+                    !orphaned && !expired
+                });
+                before - local.len()
+            };
+            if !doomed.is_empty() {
+                let keys: Vec<String> = doomed
+                    .iter()
+                    .flat_map(|s| {
+                        let (m, e) = self.keys(s);
+                        [m, e]
+                    })
+                    .collect();
+                let deleted = self
+                    .backend
+                    .run(|mut c| async move {
+                        redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await
+                    })
+                    .await;
+                if let Err(e) = deleted {
+                    tracing::debug!(error = %e, "could not delete ended streams; their TTLs will");
+                }
+                for s in &doomed {
+                    self.waiters.wake(s);
+                }
+            }
+            dropped
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.local().len()
+    }
+}

@@ -1,0 +1,130 @@
+//! Redis (or Valkey) implementations of the stores, shared by every replica
+//! that uses the same Redis and deployment name.
+//!
+//! - [`RedisBackend`] — one lazily connected `ConnectionManager`
+//!   (DEPENDENCIES.md: the eager constructor blocks for seconds when Redis
+//!   is down), every operation bounded by `op_timeout` and guarded by a
+//!   circuit breaker named `store:redis`, and the key namespace
+//!   `ballast:<deployment>:`.
+//! - [`RedisEventLog`] (`events.rs`) — streams as Redis Streams.
+//! - [`RedisSessionStore`] (`sessions.rs`) — records as JSON strings with a TTL.
+//!
+//! Every key has a TTL; nothing secret is stored (session records hold the
+//! negotiated version and the client's `initialize` params, never tokens).
+
+mod events;
+mod notify;
+mod sessions;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+pub use self::events::{LIVE_TTL, Local, RedisEventLog};
+pub use self::sessions::RedisSessionStore;
+use super::StoreError;
+use crate::config::StoreConfig;
+use crate::resilience::{Breaker, BreakerState};
+
+/// A connection to Redis behind a timeout and a breaker.
+pub struct RedisBackend {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    op_timeout: Duration,
+    breaker: Arc<Breaker>,
+}
+
+/// The breaker's name in logs, metrics and `/readyz`.
+pub const BREAKER_NAME: &str = "store:redis";
+
+impl RedisBackend {
+    /// Prepares a connection to `config.url` without connecting (the first
+    /// operation connects; a Redis that is down costs only that operation's
+    /// timeout, then the breaker).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the URL does not parse.
+    pub fn new(config: &StoreConfig) -> Result<Arc<Self>, StoreError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("bad redis url: {e}")))?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.op_timeout))
+            .set_response_timeout(Some(config.op_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Arc::new(Self {
+            client,
+            conn,
+            prefix: format!("ballast:{}:", config.deployment),
+            op_timeout: config.op_timeout,
+            breaker: Breaker::new(BREAKER_NAME, config.breaker.clone()),
+        }))
+    }
+
+    /// `ballast:<deployment>:<suffix>`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// The key namespace, `ballast:<deployment>:`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The breaker's state: anything but closed means new data goes to
+    /// the memory fallback.
+    pub fn state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Runs one operation on a clone of the shared connection, within
+    /// `op_timeout`, if the breaker lets it through; a timeout or a Redis
+    /// I/O error counts as a failure for the breaker.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]: breaker open, timeout, or a Redis error.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let permit = self
+            .breaker
+            .acquire()
+            .map_err(|open| StoreError::Unavailable(format!("{} open", open.breaker)))?;
+        match tokio::time::timeout(self.op_timeout, op(self.conn.clone())).await {
+            Ok(Ok(v)) => {
+                permit.record(false);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                // Server-side answers (a script error, a wrong type) say
+                // nothing about Redis being reachable.
+                let unreachable = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error();
+                permit.record(unreachable);
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+            Err(_) => {
+                permit.record(true);
+                Err(StoreError::Unavailable(format!(
+                    "redis did not answer within {:?}",
+                    self.op_timeout
+                )))
+            }
+        }
+    }
+
+    /// A dedicated connection for pub/sub (not multiplexed).
+    async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
+    }
+}

@@ -1,0 +1,104 @@
+//! Waking readers of a Redis-held stream when an event is appended: at once
+//! for appends made by this process, and through Redis pub/sub (one
+//! `PSUBSCRIBE` connection per process) for appends made by another
+//! replica — so a stream whose call runs on replica A is followed on B as
+//! soon as A appends. Readers also re-check on a short poll, so a lost
+//! pub/sub message (Redis restarting) only delays them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use super::RedisBackend;
+
+/// Longest a reader waits between checks of Redis, in case a pub/sub
+/// message was lost.
+pub(super) const POLL: Duration = Duration::from_millis(500);
+
+/// Per-stream wake-ups for readers waiting in this process.
+#[derive(Default)]
+pub(super) struct Waiters {
+    by_stream: Mutex<HashMap<Arc<str>, Weak<Notify>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Weak<Notify>>> {
+        self.by_stream.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The wake-up for `stream`, shared by every reader waiting on it here;
+    /// dropped with its last reader.
+    pub(super) fn register(&self, stream: &str) -> Arc<Notify> {
+        let mut map = self.lock();
+        if let Some(n) = map.get(stream).and_then(Weak::upgrade) {
+            return n;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let n = Arc::new(Notify::new());
+        map.insert(stream.into(), Arc::downgrade(&n));
+        n
+    }
+
+    /// Wakes every reader of `stream` in this process.
+    pub(super) fn wake(&self, stream: &str) {
+        let n = self.lock().get(stream).and_then(Weak::upgrade);
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// The pub/sub channel of `stream`'s appends.
+pub(super) fn channel(backend: &RedisBackend, stream: &str) -> String {
+    backend.key(&format!("n:{stream}"))
+}
+
+/// Listens for appends made by any replica and wakes local readers, until
+/// `stop` is cancelled (the event log was dropped). Reconnects with a
+/// capped backoff while Redis is down.
+pub(super) async fn listen(
+    backend: Weak<RedisBackend>,
+    waiters: Weak<Waiters>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::select! {
+        () = listen_until_dropped(backend, waiters) => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+async fn listen_until_dropped(backend: Weak<RedisBackend>, waiters: Weak<Waiters>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(b) = backend.upgrade() else { return };
+        let pattern = b.key("n:*");
+        let strip = b.key("n:");
+        let subscribed = async {
+            let mut pubsub = b.pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        let pubsub = tokio::time::timeout(Duration::from_secs(2), subscribed).await;
+        drop(b);
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Some(w) = waiters.upgrade() else { return };
+                    if let Some(stream) = msg.get_channel_name().strip_prefix(&strip) {
+                        w.wake(stream);
+                    }
+                }
+                tracing::debug!("redis pub/sub connection closed; resubscribing");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "redis pub/sub subscribe failed"),
+            Err(_) => tracing::debug!("redis pub/sub subscribe timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
