@@ -3,7 +3,9 @@
 #   1. formatting and lints (rustfmt, clippy -D warnings);
 #   2. installs the real MCP peers (scripts/peers.sh → target/peers);
 #   3. runs every test, including the interop tests that need those peers
-#      (marked #[ignore] so a bare `cargo test` never counts them as passed).
+#      (marked #[ignore] so a bare `cargo test` never counts them as passed);
+#   4. the official MCP conformance suite against Ballast (scripts/conformance.sh;
+#      baseline in conformance/baseline.txt, last results in docs/conformance.md).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -15,3 +17,5 @@ eval "$(bash scripts/peers.sh)"
 export BALLAST_PEERS_DIR="$PEERS_DIR" EVERYTHING_JS PYTHON MCP_SERVER_TIME LOOPBACK_PRELOAD
 
 cargo test --all-targets --locked -- --include-ignored
+
+bash scripts/conformance.sh

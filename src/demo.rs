@@ -5,6 +5,8 @@
 //! Tools (arguments in braces):
 //! - `echo {message}` — returns the message (read-only).
 //! - `sleep {ms}` — waits, then returns `slept <ms> ms` (read-only, idempotent).
+//! - `sleep_write {ms}` — the same, but not annotated as safe to repeat
+//!   (a slow call with an effect, for outcome-unknown tests).
 //! - `fail {message?}` — returns an `isError: true` result.
 //! - `flaky {fail_times, key?}` — the first `fail_times` calls per `key` fail
 //!   with JSON-RPC error -32603, then it succeeds (read-only).
@@ -195,7 +197,7 @@ impl Demo {
             "echo" => Ok(text(
                 args["message"].as_str().unwrap_or_default().to_owned(),
             )),
-            "sleep" => {
+            "sleep" | "sleep_write" => {
                 let ms = num("ms", 0);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(text(format!("slept {ms} ms")))
@@ -342,6 +344,8 @@ fn tools() -> Value {
         { "name": "echo", "description": "Returns the message.", "inputSchema": obj(json!({ "message": { "type": "string" } })), "annotations": ro },
         { "name": "sleep", "description": "Waits ms milliseconds.", "inputSchema": obj(json!({ "ms": { "type": "integer" } })),
           "annotations": { "readOnlyHint": true, "idempotentHint": true } },
+        { "name": "sleep_write", "description": "Waits ms milliseconds; not safe to repeat.",
+          "inputSchema": obj(json!({ "ms": { "type": "integer" } })) },
         { "name": "fail", "description": "Returns an isError result.", "inputSchema": obj(json!({ "message": { "type": "string" } })) },
         { "name": "flaky", "description": "Fails fail_times times per key, then succeeds.",
           "inputSchema": obj(json!({ "fail_times": { "type": "integer" }, "key": { "type": "string" } })), "annotations": ro },

@@ -67,7 +67,7 @@ pub enum Message {
 }
 
 /// A request: `{"jsonrpc":"2.0","id":…,"method":…,"params":…}`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     /// The sender's id for this request.
     pub id: RequestId,

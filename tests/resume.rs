@@ -24,15 +24,7 @@ fn data(e: &Sse) -> Option<Value> {
 }
 
 async fn resume(c: &McpClient, last_event_id: &str) -> reqwest::Response {
-    let resp = c
-        .http
-        .get(&c.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.as_deref().unwrap_or_default())
-        .header("last-event-id", last_event_id)
-        .send()
-        .await
-        .expect("GET");
+    let resp = c.resume(last_event_id).await;
     assert_eq!(resp.status(), 200);
     resp
 }

@@ -52,6 +52,9 @@ pub(super) async fn get(
             );
             spec.after = from.seq;
             spec.priming = false;
+            if gw.redis.is_some() {
+                super::takeover::watch(gw.clone(), session.clone(), from.stream.clone());
+            }
             return Ok(sse::response(spec));
         }
     }

@@ -18,6 +18,7 @@ mod post;
 mod readers;
 mod session;
 mod sse;
+mod takeover;
 
 use std::sync::Arc;
 

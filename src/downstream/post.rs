@@ -170,7 +170,14 @@ async fn handle_message(
             }
             begin(&gw, &session, &r.id)?;
             if accepts.sse {
-                let sink = match Sink::open(gw.log.clone(), &session.id).await {
+                // Kept with the stream only in a shared store (takeover).
+                let opened = if gw.redis.is_some() {
+                    let request = Message::Request(r.clone()).to_bytes();
+                    Sink::open_for(gw.log.clone(), &session.id, request).await
+                } else {
+                    Sink::open(gw.log.clone(), &session.id).await
+                };
+                let sink = match opened {
                     Ok(s) => s,
                     Err(e) => {
                         session.end(&r.id);

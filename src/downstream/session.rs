@@ -34,6 +34,22 @@ impl Sink {
         Ok(Sink { log, stream })
     }
 
+    /// Opens a new log stream owned by `session` for the answer to
+    /// `request` (its bytes are kept with the stream in a shared store, so
+    /// another replica can take the call over if this one dies).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn open_for(
+        log: Arc<dyn EventLog>,
+        session: &str,
+        request: Bytes,
+    ) -> Result<Sink, StoreError> {
+        let stream = new_stream_id();
+        log.open_for_request(&stream, session, request).await?;
+        Ok(Sink { log, stream })
+    }
+
     /// A handle on an existing stream (for a resume).
     pub fn resumed(log: Arc<dyn EventLog>, stream: Arc<str>) -> Sink {
         Sink { log, stream }

@@ -15,10 +15,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use futures_util::stream;
+use futures_util::{Stream, StreamExt};
 use http::HeaderValue;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +101,17 @@ impl Drop for AbandonGuard {
 pub(super) fn response(mut spec: ReadSpec) -> Response {
     let keepalive = spec.keepalive;
     let deadline = spec.max_duration.map(|d| Instant::now() + d);
+    // The priming event is written by hand: axum's `Event::data("")` writes
+    // no `data:` line, and WHATWG parsers (eventsource-parser, so the
+    // TypeScript SDK) dispatch no event without one — the client would never
+    // learn the id to resume from. T25: "an event ID and an empty data field".
+    let priming = (spec.priming && spec.endpoint.is_none()).then(|| {
+        let id = EventId {
+            stream: spec.stream.clone(),
+            seq: 0,
+        };
+        bytes::Bytes::from(format!("id: {id}\ndata: \n\n"))
+    });
     let guard = AbandonGuard {
         stats: spec.stats.clone(),
         stream: spec.stream.clone(),
@@ -117,6 +129,12 @@ pub(super) fn response(mut spec: ReadSpec) -> Response {
     let mut resp = Sse::new(events(state, guard))
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response();
+    if let Some(priming) = priming {
+        resp = resp.map(|body| {
+            let first = stream::once(async { Ok::<_, axum::Error>(priming) });
+            Body::from_stream(first.chain(body.into_data_stream()))
+        });
+    }
     // Keep reverse proxies from buffering the stream (SPEC.md 33).
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -130,20 +148,8 @@ fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event,
             return None;
         }
         if let Some(endpoint) = st.spec.endpoint.take() {
-            st.spec.priming = false;
             return Some((
                 Ok(Event::default().event("endpoint").data(endpoint)),
-                (st, guard),
-            ));
-        }
-        if st.spec.priming {
-            st.spec.priming = false;
-            let id = EventId {
-                stream: st.spec.stream.clone(),
-                seq: 0,
-            };
-            return Some((
-                Ok(Event::default().id(id.to_string()).data("")),
                 (st, guard),
             ));
         }
@@ -191,7 +197,13 @@ fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event,
                     st.pending.extend(b.events);
                     st.finished = b.finished;
                 }
-                Err(_) => {
+                Err(crate::store::StoreError::Unavailable(_)) => {
+                    // The store failed (Redis down): the events are not
+                    // lost; tell the client when to resume.
+                    st.done = true;
+                    return Some((Ok(Event::default().retry(RETRY_AFTER_CLOSE)), (st, guard)));
+                }
+                Err(crate::store::StoreError::UnknownStream) => {
                     // The stream expired or its session ended.
                     guard.complete();
                     return None;

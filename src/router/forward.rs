@@ -76,6 +76,22 @@ impl Router {
         }
     }
 
+    /// Whether a downstream request may be sent again without a second
+    /// effect: what Ballast answers itself (ping, lists, unroutable
+    /// requests), reads, and tools that are read-only or idempotent (or
+    /// declared safe by policy). Used when a replica takes over a call
+    /// whose replica died.
+    pub(crate) fn safe_to_repeat(&self, method: &str, params: Option<&RawValue>) -> bool {
+        if method == method::PING || self.catalog().list_result(method).is_some() {
+            return true;
+        }
+        match self.route(method, params.map(RawValue::to_owned)) {
+            Ok((upstream, routed)) => self.safety(method, upstream, routed.as_deref()).safe,
+            // Answered with an error here: nothing reaches an upstream.
+            Err(_) => true,
+        }
+    }
+
     /// Sends a request to upstream `index`, retrying per its policy, and
     /// restores the downstream id on the answer. `None`: the client
     /// cancelled it (no response is due).

@@ -5,11 +5,12 @@
 //! memory during the outage stays there for its lifetime (README
 //! "Several replicas").
 //!
-//! A stream that was in Redis when Redis failed mid-stream is *adopted* by
-//! memory: its next event continues the seq where Redis stopped, so the
+//! A stream this replica writes is mirrored in memory; when Redis fails
+//! mid-stream it continues there from the seq Redis stopped at, so the
 //! readers on this replica go on without a gap.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,27 +24,67 @@ use crate::observe::metrics;
 use crate::resilience::BreakerState;
 
 /// An [`EventLog`] on Redis that falls back to memory.
+///
+/// The streams this replica opens in Redis are also copied to memory (a
+/// mirror with the same bounds), so their readers here never wait on
+/// Redis, and a Redis failure mid-stream loses nothing on this replica:
+/// the stream continues in memory from the seq Redis stopped at. Streams
+/// other replicas write are read from Redis.
 pub struct FallbackEventLog {
     redis: RedisEventLog,
     memory: MemoryEventLog,
+    /// Streams held only in memory (opened during an outage, or moved
+    /// there when Redis failed mid-stream); the others in `memory` mirror Redis.
+    memory_only: Mutex<HashSet<Arc<str>>>,
 }
 
 impl FallbackEventLog {
     /// Both halves.
     pub fn new(redis: RedisEventLog, memory: MemoryEventLog) -> Self {
-        Self { redis, memory }
+        Self {
+            redis,
+            memory,
+            memory_only: Mutex::new(HashSet::new()),
+        }
     }
 
-    /// Moves `stream` to memory after Redis failed mid-stream; `false` if
-    /// this process did not open it (then nothing can continue it here).
-    fn adopt(&self, stream: &str) -> bool {
-        match self.redis.local_stream(stream) {
-            Some(l) => {
-                tracing::debug!(%stream, last_seq = l.last_seq, "redis failed mid-stream; continuing the stream in memory");
-                self.memory.adopt(stream, &l.owner, l.last_seq);
-                true
+    fn memory_only(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
+        self.memory_only.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_memory_only(&self, stream: &str) -> bool {
+        self.memory_only().contains(stream)
+    }
+
+    /// Redis failed for `stream`: from now on it lives in memory only. A
+    /// mirrored stream has its events already; a stream this replica took
+    /// over from a dead one continues after its last seq. `false` if
+    /// nothing here can continue it.
+    fn move_to_memory(&self, stream: &str) -> bool {
+        if !self.memory.contains(stream) {
+            let Some(l) = self.redis.local_stream(stream) else {
+                return false;
+            };
+            self.memory.adopt(stream, &l.owner, l.last_seq);
+        }
+        tracing::debug!(%stream, "redis failed mid-stream; the stream continues in memory");
+        self.memory_only().insert(stream.into());
+        true
+    }
+
+    async fn opened(
+        &self,
+        stream: &str,
+        session: &str,
+        in_redis: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match in_redis {
+            Ok(()) => self.memory.open(stream, session).await,
+            Err(StoreError::Unavailable(_)) => {
+                self.memory_only().insert(stream.into());
+                self.memory.open(stream, session).await
             }
-            None => false,
+            Err(e) => Err(e),
         }
     }
 }
@@ -55,11 +96,32 @@ impl EventLog for FallbackEventLog {
         session: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            match self.redis.open(stream, session).await {
-                Err(StoreError::Unavailable(_)) => self.memory.open(stream, session).await,
-                other => other,
-            }
+            let in_redis = self.redis.open(stream, session).await;
+            self.opened(stream, session, in_redis).await
         })
+    }
+
+    fn open_for_request<'a>(
+        &'a self,
+        stream: &'a str,
+        session: &'a str,
+        request: Bytes,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let in_redis = self.redis.open_for_request(stream, session, request).await;
+            self.opened(stream, session, in_redis).await
+        })
+    }
+
+    fn claim_orphan<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<super::Orphan>, StoreError>> {
+        if self.memory.contains(stream) {
+            // Written here: not an orphan.
+            return Box::pin(async { Ok(None) });
+        }
+        self.redis.claim_orphan(stream)
     }
 
     fn append<'a>(
@@ -68,25 +130,32 @@ impl EventLog for FallbackEventLog {
         data: Bytes,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            if self.memory.contains(stream) {
+            if self.is_memory_only(stream) {
                 return self.memory.append(stream, data).await;
             }
             match self.redis.append(stream, data.clone()).await {
-                Err(StoreError::Unavailable(_)) if self.adopt(stream) => {
+                Ok(seq) => {
+                    if self.memory.contains(stream) {
+                        self.memory.insert(stream, seq, data)?;
+                    }
+                    Ok(seq)
+                }
+                Err(StoreError::Unavailable(_)) if self.move_to_memory(stream) => {
                     self.memory.append(stream, data).await
                 }
-                other => other,
+                Err(e) => Err(e),
             }
         })
     }
 
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.memory.contains(stream) {
+            if self.is_memory_only(stream) {
                 return self.memory.finish(stream).await;
             }
             match self.redis.finish(stream).await {
-                Err(StoreError::Unavailable(_)) if self.adopt(stream) => {
+                Ok(()) if self.memory.contains(stream) => self.memory.finish(stream).await,
+                Err(StoreError::Unavailable(_)) if self.move_to_memory(stream) => {
                     self.memory.finish(stream).await
                 }
                 other => other,
@@ -105,7 +174,7 @@ impl EventLog for FallbackEventLog {
                 return self.memory.read(stream, after, wait).await;
             }
             match self.redis.read(stream, after, wait).await {
-                // Adopted while this reader waited on Redis.
+                // Moved to memory while this reader waited on Redis.
                 Err(StoreError::Unavailable(_)) if self.memory.contains(stream) => {
                     self.memory.read(stream, after, wait).await
                 }
@@ -129,13 +198,15 @@ impl EventLog for FallbackEventLog {
         ended: &'a [Arc<str>],
     ) -> BoxFuture<'a, usize> {
         Box::pin(async move {
-            self.memory.expire(resume_window, ended).await
-                + self.redis.expire(resume_window, ended).await
+            let dropped = self.memory.expire(resume_window, ended).await;
+            self.redis.expire(resume_window, ended).await;
+            self.memory_only().retain(|s| self.memory.contains(s));
+            dropped
         })
     }
 
     fn len(&self) -> usize {
-        self.memory.len() + self.redis.len()
+        self.memory.len()
     }
 }
 

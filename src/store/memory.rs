@@ -66,6 +66,36 @@ impl MemoryEventLog {
         });
     }
 
+    /// Stores an event whose seq another store assigned (a local copy of a
+    /// shared stream): kept in seq order, within the same limits.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownStream`] if the stream is not held here.
+    pub fn insert(&self, stream: &str, seq: u64, data: Bytes) -> Result<(), StoreError> {
+        let log = self.get(stream)?;
+        {
+            let mut s = log.state();
+            s.last_seq = s.last_seq.max(seq);
+            s.bytes += data.len();
+            let at = s.events.partition_point(|(q, _)| *q < seq);
+            s.events.insert(at, (seq, data));
+            self.trim(&mut s);
+        }
+        log.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Drops the oldest events beyond either limit (never the newest).
+    fn trim(&self, s: &mut LogState) {
+        while s.events.len() > 1
+            && (s.events.len() > self.limits.max_events || s.bytes > self.limits.max_bytes)
+        {
+            if let Some((_, old)) = s.events.pop_front() {
+                s.bytes -= old.len();
+            }
+        }
+    }
+
     fn get(&self, stream: &str) -> Result<Arc<StreamLog>, StoreError> {
         self.lock()
             .get(stream)
@@ -108,13 +138,7 @@ impl EventLog for MemoryEventLog {
                 s.bytes += data.len();
                 s.events.push_back((seq, data));
                 // Bounded: drop the oldest beyond either limit (never the newest).
-                while s.events.len() > 1
-                    && (s.events.len() > self.limits.max_events || s.bytes > self.limits.max_bytes)
-                {
-                    if let Some((_, old)) = s.events.pop_front() {
-                        s.bytes -= old.len();
-                    }
-                }
+                self.trim(&mut s);
                 seq
             };
             log.changed.notify_waiters();

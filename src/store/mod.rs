@@ -73,6 +73,16 @@ pub struct Batch {
     pub finished: bool,
 }
 
+/// An unfinished stream whose writer replica died, now claimed by this one.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    /// The downstream request whose answer the stream was for (JSON-RPC
+    /// bytes), if the stream was opened for one.
+    pub request: Option<Bytes>,
+    /// The last seq the dead writer appended.
+    pub last_seq: u64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,6 +124,33 @@ pub trait EventLog: Send + Sync + 'static {
         stream: &'a str,
         session: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Creates stream `stream` for the answer to one downstream `request`
+    /// (its JSON-RPC bytes), kept with the stream so that, in a shared
+    /// store, another replica can take the call over if this one dies
+    /// ([`EventLog::claim_orphan`]). Default: [`EventLog::open`].
+    fn open_for_request<'a>(
+        &'a self,
+        stream: &'a str,
+        session: &'a str,
+        request: Bytes,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = request;
+        self.open(stream, session)
+    }
+
+    /// If `stream` is unfinished and the replica writing it is gone (a
+    /// shared store's liveness record expired), makes this replica its
+    /// writer and returns the orphan; at most one caller wins. Default
+    /// (a store private to this process, whose writer is this process):
+    /// `None`.
+    fn claim_orphan<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Orphan>, StoreError>> {
+        let _ = stream;
+        Box::pin(async { Ok(None) })
+    }
 
     /// Appends one event; returns its seq.
     ///

@@ -131,6 +131,7 @@ pub struct Upstream {
     lists: std::sync::RwLock<Arc<Lists>>,
     generation: AtomicU64,
     stderr_tail: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    breaker: Arc<crate::resilience::Breaker>,
 }
 
 impl Upstream {
@@ -139,7 +140,6 @@ impl Upstream {
         Arc::new(Self {
             index,
             name: name.into(),
-            config,
             ids: Arc::new(AtomicU64::new(1)),
             state: watch::Sender::new(UpstreamState::Connecting {
                 attempt: 0,
@@ -148,7 +148,18 @@ impl Upstream {
             lists: std::sync::RwLock::new(Arc::new(Lists::default())),
             generation: AtomicU64::new(0),
             stderr_tail: Arc::default(),
+            breaker: crate::resilience::Breaker::new(
+                format!("upstream:{name}"),
+                config.breaker.clone(),
+            ),
+            config,
         })
+    }
+
+    /// The upstream's circuit breaker (`upstream:<name>`): fed by the
+    /// outcomes of its calls (see `router::forward`) and of its health probes.
+    pub fn breaker(&self) -> &Arc<crate::resilience::Breaker> {
+        &self.breaker
     }
 
     /// The current state.
@@ -267,6 +278,7 @@ impl Upstream {
                     }
                     let tail = self.stderr_tail().join("\n");
                     tracing::warn!(upstream = %self.name, stderr_tail = %tail, "upstream connection lost; restarting");
+                    crate::observe::metrics::upstream_restart(&self.name);
                     crashes.push_back(Instant::now());
                     self.set_state(UpstreamState::Connecting {
                         attempt: 0,
@@ -367,9 +379,13 @@ impl Upstream {
                 .request_within(conn.next_id(), crate::mcp::method::PING, None, deadline)
                 .await
             {
-                Ok(_) => failures = 0,
+                Ok(_) => {
+                    failures = 0;
+                    self.breaker.observe(false);
+                }
                 Err(e) => {
                     failures += 1;
+                    self.breaker.observe(true);
                     tracing::debug!(upstream = %self.name, error = %e, failures, "health probe failed");
                     if failures >= sup.probe_failures.max(1) {
                         return;

@@ -15,6 +15,8 @@ use sse_stream::SseByteStream;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub mod redis;
+
 /// The `ballast` binary built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ballast");
 
@@ -234,6 +236,21 @@ impl McpClient {
         self.request("tools/call", json!({ "name": name, "arguments": args }))
             .await
             .1
+    }
+
+    /// `GET` with `Last-Event-ID`: resumes a stream of this session.
+    pub async fn resume(&self, last_event_id: &str) -> reqwest::Response {
+        self.http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header(
+                "mcp-session-id",
+                self.session.as_deref().unwrap_or_default(),
+            )
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .expect("GET resume")
     }
 
     /// Opens the GET stream.

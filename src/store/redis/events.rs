@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::RedisBackend;
 use super::notify::{self, POLL, Waiters};
-use crate::store::{Batch, EventLog, StoreError, StreamLimits};
+use crate::store::{Batch, EventLog, Orphan, StoreError, StreamLimits};
 
 /// How long an unfinished stream's keys live after its last append (or
 /// its opening): 1 h. A call that runs longer without sending anything
@@ -50,6 +50,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], seq)
 return seq
+";
+
+/// KEYS[1] meta; ARGV[1] `<prefix>replica:`, ARGV[2] the claimer's replica
+/// id. Claims an unfinished stream whose writer's liveness key is gone;
+/// returns `{request, last_seq}` or false.
+const CLAIM: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'fin', 'writer', 'req', 'seq')
+if not m[1] or m[1] == '1' then return false end
+if m[2] and redis.call('EXISTS', ARGV[1] .. m[2]) == 1 then return false end
+redis.call('HSET', KEYS[1], 'writer', ARGV[2])
+return { m[3] or '', m[4] or '0' }
 ";
 
 const FINISH: &str = r"
@@ -82,6 +93,7 @@ pub struct RedisEventLog {
     resume_window: Duration,
     append: redis::Script,
     finish: redis::Script,
+    claim: redis::Script,
     waiters: Arc<Waiters>,
     /// Streams opened by this process.
     local: Mutex<HashMap<Arc<str>, Local>>,
@@ -100,12 +112,14 @@ impl RedisEventLog {
             Arc::downgrade(&waiters),
             stop.clone(),
         ));
+        tokio::spawn(heartbeat(Arc::downgrade(&backend), stop.clone()));
         Self {
             backend,
             limits,
             resume_window,
             append: redis::Script::new(APPEND),
             finish: redis::Script::new(FINISH),
+            claim: redis::Script::new(CLAIM),
             waiters,
             local: Mutex::new(HashMap::new()),
             _listener: stop.drop_guard(),
@@ -167,37 +181,144 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+impl RedisEventLog {
+    async fn open_with(
+        &self,
+        stream: &str,
+        session: &str,
+        request: Option<Bytes>,
+    ) -> Result<(), StoreError> {
+        let (meta, _) = self.keys(stream);
+        let writer = self.backend.replica();
+        self.backend
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.hset_multiple(
+                    &meta,
+                    &[
+                        ("owner", session),
+                        ("writer", writer),
+                        ("seq", "0"),
+                        ("bytes", "0"),
+                        ("fin", "0"),
+                    ],
+                )
+                .ignore();
+                if let Some(request) = request {
+                    pipe.hset(&meta, "req", request.as_ref()).ignore();
+                }
+                pipe.pexpire(&meta, ms(LIVE_TTL) as i64)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        self.local().insert(
+            stream.into(),
+            Local {
+                owner: session.into(),
+                last_seq: 0,
+                finished: None,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Keeps this replica's liveness key (`replica:<id>`, TTL [`REPLICA_TTL`])
+/// fresh every [`HEARTBEAT`] until `stop`.
+async fn heartbeat(
+    backend: std::sync::Weak<RedisBackend>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let Some(b) = backend.upgrade() else { return };
+        let key = b.key(&format!("replica:{}", b.replica()));
+        let ttl = ms(REPLICA_TTL);
+        let beat = b
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = beat {
+            tracing::debug!(error = %e, "replica heartbeat failed");
+        }
+        drop(b);
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// How often a replica refreshes its liveness key.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a replica's liveness key outlives its last refresh: a replica
+/// silent this long is dead, and its unfinished streams may be claimed.
+pub const REPLICA_TTL: Duration = Duration::from_secs(3);
+
 impl EventLog for RedisEventLog {
     fn open<'a>(
         &'a self,
         stream: &'a str,
         session: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.open_with(stream, session, None))
+    }
+
+    fn open_for_request<'a>(
+        &'a self,
+        stream: &'a str,
+        session: &'a str,
+        request: Bytes,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.open_with(stream, session, Some(request)))
+    }
+
+    fn claim_orphan<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Orphan>, StoreError>> {
         Box::pin(async move {
             let (meta, _) = self.keys(stream);
-            self.backend
+            let script = &self.claim;
+            let prefix = self.backend.key("replica:");
+            let me = self.backend.replica();
+            let claimed: Option<(Vec<u8>, String)> = self
+                .backend
                 .run(|mut c| async move {
-                    redis::pipe()
-                        .hset_multiple(
-                            &meta,
-                            &[("owner", session), ("seq", "0"), ("bytes", "0"), ("fin", "0")],
-                        )
-                        .ignore()
-                        .pexpire(&meta, ms(LIVE_TTL) as i64)
-                        .ignore()
-                        .query_async::<()>(&mut c)
+                    script
+                        .key(&meta)
+                        .arg(&prefix)
+                        .arg(me)
+                        .invoke_async(&mut c)
                         .await
                 })
                 .await?;
+            let Some((request, seq)) = claimed else {
+                return Ok(None);
+            };
+            let last_seq = seq.parse().unwrap_or(0);
+            let owner = self.owner(stream).await?.unwrap_or_else(|| "".into());
             self.local().insert(
                 stream.into(),
                 Local {
-                    owner: session.into(),
-                    last_seq: 0,
+                    owner,
+                    last_seq,
                     finished: None,
                 },
             );
-            Ok(())
+            Ok(Some(Orphan {
+                request: (!request.is_empty()).then(|| Bytes::from(request)),
+                last_seq,
+            }))
         })
     }
 

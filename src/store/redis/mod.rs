@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-pub use self::events::{LIVE_TTL, Local, RedisEventLog};
+pub use self::events::{HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog};
 pub use self::sessions::RedisSessionStore;
 use super::StoreError;
 use crate::config::StoreConfig;
@@ -35,6 +35,7 @@ pub struct RedisBackend {
     prefix: String,
     op_timeout: Duration,
     breaker: Arc<Breaker>,
+    replica: Arc<str>,
 }
 
 /// The breaker's name in logs, metrics and `/readyz`.
@@ -63,12 +64,20 @@ impl RedisBackend {
             prefix: format!("ballast:{}:", config.deployment),
             op_timeout: config.op_timeout,
             breaker: Breaker::new(BREAKER_NAME, config.breaker.clone()),
+            replica: crate::store::new_stream_id(),
         }))
     }
 
     /// `ballast:<deployment>:<suffix>`.
     pub fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
+    }
+
+    /// This process's replica id (16 hex digits, random per start): the
+    /// writer recorded on the streams it opens, and its liveness key
+    /// `replica:<id>`.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The key namespace, `ballast:<deployment>:`.

@@ -1,0 +1,251 @@
+//! The store contracts (`EventLog`, `SessionStore`), run as the same test
+//! functions against the memory implementations and the Redis ones (a real
+//! `redis-server` per test, on a free port) — plus what only a shared store
+//! can do: a second replica's store sees the first one's data, and a reader
+//! on one is woken by an append on the other.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast::config::StoreConfig;
+use ballast::store::redis::{RedisBackend, RedisEventLog, RedisSessionStore};
+use ballast::store::{
+    EventLog, MemoryEventLog, MemorySessionStore, SessionRecord, SessionStore, StoreError,
+    StreamLimits,
+};
+use bytes::Bytes;
+use support::redis::RedisServer;
+
+const LIMITS: StreamLimits = StreamLimits {
+    max_events: 4,
+    max_bytes: 1024,
+};
+const WINDOW: Duration = Duration::from_millis(300);
+
+fn store_config(redis: &RedisServer, deployment: &str) -> StoreConfig {
+    StoreConfig {
+        kind: ballast::config::StoreKind::Redis,
+        url: redis.url(),
+        deployment: deployment.into(),
+        ..StoreConfig::default()
+    }
+}
+
+fn redis_log(redis: &RedisServer) -> Arc<dyn EventLog> {
+    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+    Arc::new(RedisEventLog::new(backend, LIMITS, WINDOW))
+}
+
+fn redis_sessions(redis: &RedisServer, idle: Duration) -> Arc<dyn SessionStore> {
+    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+    Arc::new(RedisSessionStore::new(backend, idle))
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::from(s.to_owned())
+}
+
+/// Append, read from a position, finish, owner, unknown streams.
+async fn events_round_trip(log: Arc<dyn EventLog>) {
+    log.open("s1", "sess").await.expect("open");
+    assert_eq!(
+        log.owner("s1").await.expect("owner").as_deref(),
+        Some("sess")
+    );
+    assert_eq!(log.owner("nope").await.expect("owner"), None);
+    for (i, m) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(log.append("s1", b(m)).await.expect("append"), i as u64 + 1);
+    }
+    let all = log.read("s1", 0, Duration::ZERO).await.expect("read");
+    assert_eq!(all.events, vec![(1, b("a")), (2, b("b")), (3, b("c"))]);
+    assert!(!all.finished);
+    let tail = log.read("s1", 2, Duration::ZERO).await.expect("read");
+    assert_eq!(tail.events, vec![(3, b("c"))]);
+    log.finish("s1").await.expect("finish");
+    let done = log
+        .read("s1", 3, Duration::from_secs(5))
+        .await
+        .expect("read");
+    assert!(done.events.is_empty() && done.finished, "{done:?}");
+    assert!(matches!(
+        log.append("nope", b("x")).await,
+        Err(StoreError::UnknownStream)
+    ));
+    assert!(matches!(
+        log.read("nope", 0, Duration::ZERO).await,
+        Err(StoreError::UnknownStream)
+    ));
+}
+
+/// A reader waiting on `reader_log` is woken by an append on `writer_log`
+/// (the same store, or another replica's view of it) well before its wait
+/// ends.
+async fn waiting_reader_is_woken(writer_log: Arc<dyn EventLog>, reader_log: Arc<dyn EventLog>) {
+    writer_log.open("w1", "sess").await.expect("open");
+    let reader = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let batch = reader_log
+            .read("w1", 0, Duration::from_secs(30))
+            .await
+            .expect("read");
+        (batch, started.elapsed())
+    });
+    // Let the reader start waiting (no signal to wait on from outside).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    writer_log.append("w1", b("hello")).await.expect("append");
+    let (batch, waited) = reader.await.expect("reader");
+    assert_eq!(batch.events, vec![(1, b("hello"))]);
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken, not timed out: {waited:?}"
+    );
+}
+
+/// Past either limit the oldest events go; the newest stays.
+async fn streams_are_bounded(log: Arc<dyn EventLog>) {
+    log.open("big", "sess").await.expect("open");
+    for i in 1..=6 {
+        log.append("big", b(&format!("e{i}")))
+            .await
+            .expect("append");
+    }
+    let seqs: Vec<u64> = log
+        .read("big", 0, Duration::ZERO)
+        .await
+        .expect("read")
+        .events
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(seqs, vec![3, 4, 5, 6], "max_events = 4");
+    // One event bigger than max_bytes: everything older goes, it stays.
+    let huge = "x".repeat(2000);
+    log.append("big", b(&huge)).await.expect("append");
+    let kept = log.read("big", 0, Duration::ZERO).await.expect("read");
+    assert_eq!(kept.events.len(), 1);
+    assert_eq!(kept.events[0].0, 7);
+}
+
+/// A finished stream stays readable for the resume window, then is gone.
+async fn finished_streams_expire(log: Arc<dyn EventLog>) {
+    log.open("old", "sess").await.expect("open");
+    log.append("old", b("x")).await.expect("append");
+    log.finish("old").await.expect("finish");
+    assert!(log.read("old", 0, Duration::ZERO).await.is_ok());
+    tokio::time::sleep(WINDOW + Duration::from_millis(200)).await;
+    log.expire(WINDOW, &[]).await;
+    assert!(matches!(
+        log.read("old", 0, Duration::ZERO).await,
+        Err(StoreError::UnknownStream)
+    ));
+}
+
+fn record(id: &str) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        protocol_version: "2025-11-25".into(),
+        initialize_params: Some(
+            serde_json::value::RawValue::from_string(r#"{"capabilities":{"sampling":{}}}"#.into())
+                .expect("raw"),
+        ),
+        created_ms: 1,
+    }
+}
+
+/// Save on one view, load on another (the same store or another replica's
+/// view of it), remove.
+async fn sessions_round_trip(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
+    a.save(record("r1")).await.expect("save");
+    let loaded = b.load("r1").await.expect("load").expect("found");
+    assert_eq!(loaded.protocol_version, "2025-11-25");
+    assert_eq!(
+        loaded.initialize_params.expect("params").get(),
+        r#"{"capabilities":{"sampling":{}}}"#
+    );
+    a.touch(&["r1".into()]).await.expect("touch");
+    b.remove("r1").await.expect("remove");
+    assert!(a.load("r1").await.expect("load").is_none());
+}
+
+#[tokio::test]
+async fn memory_event_log_keeps_the_contract() {
+    let log: Arc<dyn EventLog> = Arc::new(MemoryEventLog::new(LIMITS));
+    events_round_trip(log.clone()).await;
+    waiting_reader_is_woken(log.clone(), log.clone()).await;
+    streams_are_bounded(log.clone()).await;
+    finished_streams_expire(log).await;
+}
+
+#[tokio::test]
+async fn redis_event_log_keeps_the_contract() {
+    let redis = RedisServer::start().await;
+    let log = redis_log(&redis);
+    events_round_trip(log.clone()).await;
+    waiting_reader_is_woken(log.clone(), log.clone()).await;
+    streams_are_bounded(log.clone()).await;
+    finished_streams_expire(log).await;
+}
+
+#[tokio::test]
+async fn a_reader_on_one_replica_follows_appends_made_on_another() {
+    let redis = RedisServer::start().await;
+    waiting_reader_is_woken(redis_log(&redis), redis_log(&redis)).await;
+}
+
+#[tokio::test]
+async fn memory_session_store_keeps_the_contract() {
+    let s: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::default());
+    sessions_round_trip(s.clone(), s).await;
+}
+
+#[tokio::test]
+async fn redis_session_store_keeps_the_contract_across_replicas() {
+    let redis = RedisServer::start().await;
+    let idle = Duration::from_secs(60);
+    sessions_round_trip(redis_sessions(&redis, idle), redis_sessions(&redis, idle)).await;
+}
+
+#[tokio::test]
+async fn redis_keys_are_namespaced_and_all_have_ttls() {
+    let redis = RedisServer::start().await;
+    let log = redis_log(&redis);
+    let sessions = redis_sessions(&redis, Duration::from_secs(60));
+    log.open("ns", "sess").await.expect("open");
+    log.append("ns", b("x")).await.expect("append");
+    sessions.save(record("ns-session")).await.expect("save");
+    let keys = redis.command(&["KEYS", "*"]).await;
+    let names: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    let mut kinds: Vec<&str> = names
+        .iter()
+        .filter_map(|k| k.strip_prefix("ballast:contract:"))
+        .map(|k| k.split(':').next().unwrap_or_default())
+        .collect();
+    kinds.sort_unstable();
+    // Session record, stream meta, stream events, the replica's liveness key.
+    assert_eq!(kinds, ["m", "replica", "s", "session"], "{keys}");
+    for key in names {
+        assert!(key.starts_with("ballast:contract:"), "{key}");
+        let ttl = redis.command(&["PTTL", key]).await;
+        let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("PTTL");
+        assert!(ms > 0, "{key} has no TTL ({ms})");
+    }
+}
+
+#[tokio::test]
+async fn a_session_record_expires_after_the_idle_timeout_unless_touched() {
+    let redis = RedisServer::start().await;
+    let s = redis_sessions(&redis, Duration::from_millis(400));
+    s.save(record("t1")).await.expect("save");
+    s.save(record("t2")).await.expect("save");
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.touch(&["t1".into()]).await.expect("touch");
+    }
+    assert!(s.load("t1").await.expect("load").is_some(), "touched: kept");
+    assert!(s.load("t2").await.expect("load").is_none(), "idle: expired");
+}
