@@ -38,6 +38,9 @@ const MAX_JSON_BODY_BYTES: usize = 64 * 1024 * 1024;
 const MAX_GET_BACKOFF: Duration = Duration::from_secs(10);
 /// First pause before resuming a broken answer stream; doubles per attempt.
 const MIN_RESUME_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Longest `retry:` from an upstream's SSE stream that Ballast honours.
+const MAX_SERVER_RETRY: Duration = Duration::from_secs(60);
 /// Longest pause between attempts to resume a broken answer stream.
 const MAX_RESUME_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -258,6 +261,7 @@ impl Inner {
             let mut resp = resp;
             let mut backoff = MIN_RESUME_BACKOFF;
             let mut last_event_id = None;
+            let mut server_retry = None;
             loop {
                 match self
                     .read_sse(
@@ -265,7 +269,7 @@ impl Inner {
                         request_id,
                         wanted.as_ref(),
                         forward,
-                        &mut last_event_id,
+                        (&mut last_event_id, &mut server_retry),
                     )
                     .await
                 {
@@ -279,7 +283,9 @@ impl Inner {
                     return Err(UpstreamError::Closed);
                 };
                 resp = loop {
-                    tokio::time::sleep(backoff).await;
+                    // The server's `retry:` is the least wait (SEP-1699:
+                    // the client MUST wait it before reconnecting).
+                    tokio::time::sleep(backoff.max(server_retry.unwrap_or_default())).await;
                     backoff = (backoff * 2).min(MAX_RESUME_BACKOFF);
                     tracing::debug!(upstream = %self.name, last_event_id = %from, "resuming the upstream stream");
                     let attempt = self
@@ -320,15 +326,17 @@ impl Inner {
 
     /// Reads one SSE response until the answer to `wanted` (returned as in
     /// [`Self::deliver`]) or the stream's end (`None`), recording the last
-    /// event id seen in `last_event_id`.
+    /// event id seen and the last `retry:` (capped at [`MAX_SERVER_RETRY`])
+    /// in `seen`.
     async fn read_sse(
         &self,
         resp: reqwest::Response,
         origin: Option<u64>,
         wanted: Option<&RequestId>,
         forward: bool,
-        last_event_id: &mut Option<String>,
+        seen: (&mut Option<String>, &mut Option<Duration>),
     ) -> Option<Option<Response>> {
+        let (last_event_id, server_retry) = seen;
         let mut events = SseByteStream::new(resp.bytes_stream());
         while let Some(event) = events.next().await {
             let event = match event {
@@ -340,6 +348,9 @@ impl Inner {
             };
             if let Some(id) = event.id.clone().filter(|id| !id.is_empty()) {
                 *last_event_id = Some(id);
+            }
+            if let Some(ms) = event.retry {
+                *server_retry = Some(Duration::from_millis(ms).min(MAX_SERVER_RETRY));
             }
             let Some(data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;
