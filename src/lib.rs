@@ -16,9 +16,15 @@
 //!   one transport shape, connections, supervision with backoff.
 //! - [`gateway`] — the pieces wired together; [`server`] — the accept loop
 //!   and the drain; [`shutdown`] — signals.
-//! - [`resilience`] — failure classes and retry policy (backoff, budget).
-//! - [`store`] — the event log behind a trait (memory today), for resume.
-//! - [`observe`] — logging and counters. [`demo`] — the built-in demo upstream.
+//! - [`resilience`] — failure classes and the call policies: retry (backoff,
+//!   budget), circuit breakers, bulkheads, rate limits, stale cache.
+//! - [`store`] — the event log and session records behind traits: memory,
+//!   or Redis (shared by replicas) with a memory fallback.
+//! - [`observe`] — logging, counters and Prometheus metrics. [`demo`] — the
+//!   built-in demo upstream.
+//!
+//! The second binary, `ballast-bench` (`src/bin/ballast-bench/`), is a load
+//! generator for MCP over Streamable HTTP.
 //!
 //! The entry point for embedding and tests is [`server::run`]: it takes a
 //! bound listener, a [`config::Config`] and a [`shutdown::Shutdown`].
