@@ -69,7 +69,13 @@ impl Gateway {
             .map(|(i, (name, u))| Upstream::new(i, name, u.get_ref().clone()))
             .collect();
         let stats = Arc::new(Stats::default());
-        let router = Arc::new(Router::new(&config, upstreams.clone(), stats.clone()));
+        let shared = stores.redis.as_ref().map(crate::store::redis::shared);
+        let router = Arc::new(Router::new(
+            &config,
+            upstreams.clone(),
+            stats.clone(),
+            shared.as_ref(),
+        ));
         let sessions = Arc::new(Sessions::default());
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let stop_upstreams = CancellationToken::new();
@@ -82,7 +88,11 @@ impl Gateway {
         let session_rate = crate::resilience::RateLimit::new(
             config.server.rate_limit_per_session,
             config.server.rate_limit_burst,
-        );
+        )
+        .map(|limit| match &shared {
+            Some(s) => limit.with_shared(s.rate.clone(), "session"),
+            None => limit,
+        });
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
             router,

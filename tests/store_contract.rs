@@ -249,3 +249,61 @@ async fn a_session_record_expires_after_the_idle_timeout_unless_touched() {
     assert!(s.load("t1").await.expect("load").is_some(), "touched: kept");
     assert!(s.load("t2").await.expect("load").is_none(), "idle: expired");
 }
+
+fn shared_tiers(redis: &RedisServer) -> ballast::resilience::Shared {
+    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+    ballast::store::redis::shared(&backend)
+}
+
+#[tokio::test]
+async fn rate_limit_buckets_are_shared_by_replicas_and_fall_back_to_local() {
+    use ballast::resilience::RateLimit;
+    let mut redis = RedisServer::start().await;
+    let on = |tiers: ballast::resilience::Shared| {
+        RateLimit::new(1.0, 3)
+            .expect("limit")
+            .with_shared(tiers.rate, "session")
+    };
+    let (a, b) = (on(shared_tiers(&redis)), on(shared_tiers(&redis)));
+    assert!(a.check("s1").await.is_ok());
+    assert!(b.check("s1").await.is_ok());
+    assert!(a.check("s1").await.is_ok());
+    // Three tokens taken across two replicas: the bucket is empty for both.
+    let wait = b.check("s1").await.expect_err("over the shared limit");
+    assert!(
+        wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    assert!(a.check("s2").await.is_ok(), "keys are independent");
+    // Redis gone: each replica's own bucket decides (a full one: 3 tokens).
+    redis.kill().await;
+    for _ in 0..3 {
+        assert!(a.check("s1").await.is_ok());
+    }
+    assert!(a.check("s1").await.is_err());
+}
+
+#[tokio::test]
+async fn the_stale_cache_is_shared_by_replicas() {
+    use ballast::resilience::StaleCache;
+    let redis = RedisServer::start().await;
+    let cache = |tiers: ballast::resilience::Shared| {
+        StaleCache::new(100, Duration::from_secs(60)).with_shared(tiers.cache, "demo")
+    };
+    let (a, b) = (cache(shared_tiers(&redis)), cache(shared_tiers(&redis)));
+    let key = StaleCache::key("echo", Some(&serde_json::json!({ "message": "hi" })));
+    let raw = serde_json::value::RawValue::from_string(r#"{"content":[]}"#.into()).expect("raw");
+    a.put(key.clone(), raw);
+    // The write is in the background: wait for B to see it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (got, age) = loop {
+        if let Some(hit) = b.get(&key).await {
+            break hit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never shared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(got.get(), r#"{"content":[]}"#);
+    assert!(age < Duration::from_secs(5), "{age:?}");
+    assert!(b.get("other").await.is_none());
+}

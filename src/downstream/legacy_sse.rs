@@ -117,7 +117,7 @@ pub(super) async fn message(
                 if gw.is_draining() {
                     return Err(DownstreamError::Draining);
                 }
-                begin(&gw, &session, &r.id)?;
+                begin(&gw, &session, &r.id).await?;
                 spawn_call(gw.clone(), session.clone(), r, Some(sink.clone()), false);
             }
             Message::Notification(n) => gw.router.handle_notification(&session, n).await,

@@ -168,7 +168,7 @@ async fn handle_message(
             if gw.is_draining() {
                 return Err(DownstreamError::Draining);
             }
-            begin(&gw, &session, &r.id)?;
+            begin(&gw, &session, &r.id).await?;
             if accepts.sse {
                 // Kept with the stream only in a shared store (takeover).
                 let opened = if gw.redis.is_some() {
@@ -264,7 +264,7 @@ async fn batch(
         return Err(DownstreamError::Draining);
     }
     for (n, id) in ids.iter().enumerate() {
-        if let Err(e) = begin(&gw, &session, id) {
+        if let Err(e) = begin(&gw, &session, id).await {
             ids[..n].iter().for_each(|earlier| session.end(earlier));
             return Err(e);
         }
@@ -303,14 +303,14 @@ pub(super) async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcR
 
 /// Registers a request in its session, within the per-session limits
 /// (requests in flight, and the rate limit).
-pub(super) fn begin(
+pub(super) async fn begin(
     gw: &Gateway,
     session: &Session,
     id: &RequestId,
 ) -> Result<(), DownstreamError> {
     session.touch();
     if let Some(rate) = &gw.session_rate {
-        rate.check(&session.id).map_err(|retry_after| {
+        rate.check(&session.id).await.map_err(|retry_after| {
             crate::observe::metrics::rate_limited("session");
             DownstreamError::RateLimited { retry_after }
         })?;

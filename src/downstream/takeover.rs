@@ -71,7 +71,7 @@ async fn take_over(gw: &Arc<Gateway>, session: Arc<Session>, stream: Arc<str>, o
     {
         tracing::info!(%stream, id = %request.id, method = %request.method,
             "the replica running this call is gone; running it again here (safe to repeat)");
-        let _ = super::post::begin(gw, &session, &request.id);
+        let _ = super::post::begin(gw, &session, &request.id).await;
         super::post::spawn_call(gw.clone(), session, request, Some(sink), true);
         return;
     }

@@ -1,17 +1,29 @@
 //! The stale cache (DESIGN.md "degrade loudly"): the last good result of
 //! each read-only tool call, keyed by tool and canonical arguments, kept for
 //! `stale_ttl`. Served only when the call and its fallbacks failed, and
-//! then marked as stale with its age. A moka cache (bounded, TTL).
+//! then marked as stale with its age. A moka cache (bounded, TTL), with an
+//! optional second tier shared by replicas ([`super::SharedCache`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+/// A result is written to the shared tier at most this often per key (the
+/// local copy says how fresh the shared one is).
+const SHARED_WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// Keys longer than this stay local (bytes).
+const MAX_SHARED_KEY: usize = 1024;
+
 /// Last good results of read-only tool calls.
 pub struct StaleCache {
     entries: moka::sync::Cache<String, (Instant, Box<RawValue>)>,
+    stale_ttl: Duration,
+    /// The shared tier and this cache's namespace in it (the upstream).
+    shared: Option<(Arc<dyn super::SharedCache>, String)>,
 }
 
 impl StaleCache {
@@ -22,7 +34,16 @@ impl StaleCache {
                 .max_capacity(max_entries)
                 .time_to_live(stale_ttl)
                 .build(),
+            stale_ttl,
+            shared: None,
         }
+    }
+
+    /// Adds a second tier shared by replicas, under `namespace`.
+    #[must_use]
+    pub fn with_shared(mut self, shared: Arc<dyn super::SharedCache>, namespace: &str) -> Self {
+        self.shared = Some((shared, namespace.to_owned()));
+        self
     }
 
     /// The key for `tool` called with `arguments` (any key order).
@@ -35,16 +56,41 @@ impl StaleCache {
         key
     }
 
-    /// Remembers a good result.
+    /// Remembers a good result (and, at most once a second per key, hands
+    /// it to the shared tier in the background).
     pub fn put(&self, key: String, result: Box<RawValue>) {
+        if let Some((shared, namespace)) = &self.shared
+            && key.len() <= MAX_SHARED_KEY
+        {
+            let recent = self
+                .entries
+                .get(&key)
+                .is_some_and(|(at, _)| at.elapsed() < SHARED_WRITE_EVERY);
+            if !recent {
+                shared.put(
+                    format!("{namespace}\0{key}"),
+                    result.clone(),
+                    self.stale_ttl,
+                );
+            }
+        }
         self.entries.insert(key, (Instant::now(), result));
     }
 
-    /// The last good result and its age, if still kept.
-    pub fn get(&self, key: &str) -> Option<(Box<RawValue>, Duration)> {
-        self.entries
-            .get(key)
-            .map(|(at, result)| (result, at.elapsed()))
+    /// The last good result and its age, if still kept here or, failing
+    /// that, by any replica in the shared tier.
+    pub async fn get(&self, key: &str) -> Option<(Box<RawValue>, Duration)> {
+        if let Some((result, at)) = self.entries.get(key).map(|(at, r)| (r, at)) {
+            return Some((result, at.elapsed()));
+        }
+        let (shared, namespace) = self.shared.as_ref()?;
+        if key.len() > MAX_SHARED_KEY {
+            return None;
+        }
+        shared
+            .get(&format!("{namespace}\0{key}"))
+            .await
+            .filter(|(_, age)| *age <= self.stale_ttl)
     }
 }
 
@@ -91,9 +137,9 @@ mod tests {
         let c = StaleCache::new(10, Duration::from_secs(60));
         let raw = RawValue::from_string("{\"ok\":true}".into()).unwrap();
         c.put("k".into(), raw);
-        let (got, age) = c.get("k").expect("cached");
+        let (got, age) = c.get("k").await.expect("cached");
         assert_eq!(got.get(), "{\"ok\":true}");
         assert!(age < Duration::from_secs(60));
-        assert!(c.get("other").is_none());
+        assert!(c.get("other").await.is_none());
     }
 }

@@ -8,6 +8,7 @@
 //! - `cache.rs` — the stale cache of read-only results.
 //! - `rate_limit.rs` — token buckets per session and per tool.
 //! - `policy.rs` — one upstream's retry policy and breakers, with per-tool overrides.
+//! - `shared.rs` — the tiers replicas share (cache, rate limits), as traits.
 
 mod backoff;
 mod breaker;
@@ -17,6 +18,7 @@ mod cache;
 mod classify;
 mod policy;
 mod rate_limit;
+mod shared;
 
 pub use self::backoff::Backoff;
 pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};
@@ -26,3 +28,4 @@ pub use self::cache::StaleCache;
 pub use self::classify::{FailureClass, Verdict, classify, is_error_result};
 pub use self::policy::CallPolicy;
 pub use self::rate_limit::RateLimit;
+pub use self::shared::{Shared, SharedCache, SharedRateLimit};

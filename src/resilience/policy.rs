@@ -42,7 +42,13 @@ impl CallPolicy {
     /// Built from config.
     /// `breaker` is the upstream's own breaker ([`Breaker`] named
     /// `upstream:<name>`), which its health probes feed too.
-    pub fn new(upstream: &str, config: &UpstreamConfig, upstream_breaker: Arc<Breaker>) -> Self {
+    /// `shared`: the tiers replicas share (stale cache, rate limits), if any.
+    pub fn new(
+        upstream: &str,
+        config: &UpstreamConfig,
+        upstream_breaker: Arc<Breaker>,
+        shared: Option<&super::Shared>,
+    ) -> Self {
         let (cfg, breaker, bulkhead, tools) = (
             &config.retry,
             &config.breaker,
@@ -50,16 +56,25 @@ impl CallPolicy {
             &config.tools,
         );
         Self {
-            cache: config
-                .cache
-                .enabled
-                .then(|| super::StaleCache::new(config.cache.max_entries, config.cache.stale_ttl)),
+            cache: config.cache.enabled.then(|| {
+                let cache =
+                    super::StaleCache::new(config.cache.max_entries, config.cache.stale_ttl);
+                match shared {
+                    Some(s) => cache.with_shared(s.cache.clone(), upstream),
+                    None => cache,
+                }
+            }),
             tool_rates: tools
                 .iter()
                 .filter_map(|(name, t)| {
                     let per_sec = t.rate_per_sec?;
                     let burst = per_sec.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
-                    Some((name.clone(), super::RateLimit::new(per_sec, burst)?))
+                    let limit = super::RateLimit::new(per_sec, burst)?;
+                    let limit = match shared {
+                        Some(s) => limit.with_shared(s.rate.clone(), &format!("tool:{upstream}")),
+                        None => limit,
+                    };
+                    Some((name.clone(), limit))
                 })
                 .collect(),
             request_timeout: config.request_timeout,
@@ -100,9 +115,9 @@ impl CallPolicy {
     ///
     /// # Errors
     /// How long until the next token.
-    pub fn rate_check(&self, tool: Option<&str>) -> Result<(), std::time::Duration> {
-        match tool.and_then(|t| self.tool_rates.get(t)) {
-            Some(limit) => limit.check(""),
+    pub async fn rate_check(&self, tool: Option<&str>) -> Result<(), std::time::Duration> {
+        match tool.and_then(|t| self.tool_rates.get(t).map(|l| (t, l))) {
+            Some((t, limit)) => limit.check(t).await,
             None => Ok(()),
         }
     }
@@ -241,6 +256,7 @@ mod tests {
             "demo",
             &config,
             Breaker::new("upstream:demo", config.breaker.clone()),
+            None,
         )
     }
 

@@ -1,7 +1,10 @@
 //! Rate limits: a token bucket per key (a session, or a tool), from
-//! governor. Over the limit, the caller learns how long to wait.
+//! governor. Over the limit, the caller learns how long to wait. With a
+//! shared tier ([`super::SharedRateLimit`]) the buckets count every
+//! replica's calls; when that tier is unreachable the local bucket decides.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -11,6 +14,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub struct RateLimit {
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+    per_sec: f64,
+    burst: u32,
+    /// The shared tier and this limit's namespace in it.
+    shared: Option<(Arc<dyn super::SharedRateLimit>, String)>,
 }
 
 impl RateLimit {
@@ -24,14 +31,32 @@ impl RateLimit {
         Some(Self {
             limiter: RateLimiter::keyed(quota),
             clock: DefaultClock::default(),
+            per_sec,
+            burst: burst.max(1),
+            shared: None,
         })
     }
 
-    /// Takes a token for `key`.
+    /// Counts in buckets shared by replicas, under `namespace`.
+    #[must_use]
+    pub fn with_shared(mut self, shared: Arc<dyn super::SharedRateLimit>, namespace: &str) -> Self {
+        self.shared = Some((shared, namespace.to_owned()));
+        self
+    }
+
+    /// Takes a token for `key` (from the shared bucket when there is one
+    /// and it answers, else from the local one).
     ///
     /// # Errors
     /// How long until the next token, when the bucket is empty.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub async fn check(&self, key: &str) -> Result<(), Duration> {
+        if let Some((shared, namespace)) = &self.shared
+            && let Ok(verdict) = shared
+                .check(&format!("{namespace}:{key}"), self.per_sec, self.burst)
+                .await
+        {
+            return verdict;
+        }
         self.limiter
             .check_key(&key.to_owned())
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
@@ -48,18 +73,18 @@ impl RateLimit {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_burst_passes_then_the_caller_is_told_how_long_to_wait() {
+    #[tokio::test]
+    async fn a_burst_passes_then_the_caller_is_told_how_long_to_wait() {
         let r = RateLimit::new(1.0, 3).expect("limit");
         for _ in 0..3 {
-            assert!(r.check("s").is_ok());
+            assert!(r.check("s").await.is_ok());
         }
-        let wait = r.check("s").expect_err("over the limit");
+        let wait = r.check("s").await.expect_err("over the limit");
         assert!(
             wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
-        assert!(r.check("other").is_ok(), "keys are independent");
+        assert!(r.check("other").await.is_ok(), "keys are independent");
         assert!(RateLimit::new(0.0, 1).is_none());
     }
 }

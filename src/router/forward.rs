@@ -123,7 +123,7 @@ impl Router {
             metrics::call(labels, FailureClass::Transient.as_str(), started.elapsed());
         };
         let policy = &self.policies[index];
-        if let Err(wait) = policy.rate_check(safety.tool.as_deref()) {
+        if let Err(wait) = policy.rate_check(safety.tool.as_deref()).await {
             self.stats.add("calls", "rate_limited");
             metrics::rate_limited("tool");
             refused(&labels);

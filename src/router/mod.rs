@@ -80,10 +80,16 @@ pub struct Router {
 
 impl Router {
     /// A router over `upstreams` (indexed as in the config).
-    pub fn new(config: &Config, upstreams: Vec<Arc<Upstream>>, stats: Arc<Stats>) -> Self {
+    /// `shared`: the tiers replicas share (stale cache, rate limits), if any.
+    pub fn new(
+        config: &Config,
+        upstreams: Vec<Arc<Upstream>>,
+        stats: Arc<Stats>,
+        shared: Option<&crate::resilience::Shared>,
+    ) -> Self {
         let policies = upstreams
             .iter()
-            .map(|u| CallPolicy::new(&u.name, &u.config, u.breaker().clone()))
+            .map(|u| CallPolicy::new(&u.name, &u.config, u.breaker().clone(), shared))
             .collect();
         Self {
             policies,
@@ -290,7 +296,7 @@ impl Router {
             if let Some(cache) = cache
                 && fallback::falls_back_on(&response)
                 && let Some(key) = cache_key()
-                && let Some((stale, age)) = cache.get(&key)
+                && let Some((stale, age)) = cache.get(&key).await
             {
                 self.stats.add("calls", "stale");
                 crate::observe::metrics::cache_hit("stale");

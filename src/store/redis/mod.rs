@@ -8,12 +8,16 @@
 //!   `ballast:<deployment>:`.
 //! - [`RedisEventLog`] (`events.rs`) — streams as Redis Streams.
 //! - [`RedisSessionStore`] (`sessions.rs`) — records as JSON strings with a TTL.
+//! - [`RedisCache`] (`cache.rs`) and [`RedisRateLimit`] (`rate.rs`) — the
+//!   stale cache's shared tier and shared rate-limit buckets; see [`shared`].
 //!
 //! Every key has a TTL; nothing secret is stored (session records hold the
 //! negotiated version and the client's `initialize` params, never tokens).
 
+mod cache;
 mod events;
 mod notify;
+mod rate;
 mod sessions;
 
 use std::future::Future;
@@ -22,7 +26,9 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+pub use self::cache::RedisCache;
 pub use self::events::{HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog};
+pub use self::rate::RedisRateLimit;
 pub use self::sessions::RedisSessionStore;
 use super::StoreError;
 use crate::config::StoreConfig;
@@ -135,5 +141,14 @@ impl RedisBackend {
     /// A dedicated connection for pub/sub (not multiplexed).
     async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
         self.client.get_async_pubsub().await
+    }
+}
+
+/// The tiers replicas share through `backend`: the stale cache and the
+/// rate-limit buckets.
+pub fn shared(backend: &Arc<RedisBackend>) -> crate::resilience::Shared {
+    crate::resilience::Shared {
+        cache: Arc::new(RedisCache::new(backend.clone())),
+        rate: Arc::new(RedisRateLimit::new(backend.clone())),
     }
 }
