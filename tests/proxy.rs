@@ -319,6 +319,9 @@ async fn a_cancelled_call_ends_its_stream_without_a_response() {
     );
     let (_, r) = gw.readyz().await;
     assert_eq!(r["calls_in_flight"], json!(0));
+    // Counted as cancelled, not as a failure of the upstream.
+    assert_eq!(r["counters"]["calls.cancelled"], json!(1), "{r}");
+    assert!(r["counters"]["calls.permanent"].is_null(), "{r}");
     gw.stop().await;
 }
 

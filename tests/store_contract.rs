@@ -21,6 +21,7 @@ use support::redis::RedisServer;
 const LIMITS: StreamLimits = StreamLimits {
     max_events: 4,
     max_bytes: 1024,
+    delivered_ttl: Duration::from_millis(100),
 };
 const WINDOW: Duration = Duration::from_millis(300);
 

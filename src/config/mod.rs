@@ -74,6 +74,12 @@ pub struct ServerConfig {
     /// `Last-Event-ID`. Default 5 min.
     #[serde(with = "humantime_serde")]
     pub resume_window: Duration,
+    /// How long a finished stream that was written to its client in full
+    /// stays resumable (for a client that lost the connection at that very
+    /// moment); shorter than `resume_window` so memory does not grow with
+    /// call rate × resume window. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub delivered_retention: Duration,
     /// Longest one SSE response stays open before Ballast ends it with
     /// `retry:` (the client resumes where it left off). `0s` (default) = no limit.
     #[serde(with = "humantime_serde")]
@@ -493,6 +499,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),
             resume_window: Duration::from_secs(300),
+            delivered_retention: Duration::from_secs(10),
             max_stream_duration: Duration::ZERO,
             session_idle_timeout: Duration::from_secs(1800),
             max_sessions: 10_000,
@@ -513,6 +520,7 @@ impl ServerConfig {
         crate::store::StreamLimits {
             max_events: self.stream_max_events,
             max_bytes: self.stream_max_bytes,
+            delivered_ttl: self.delivered_retention,
         }
     }
 }

@@ -167,6 +167,9 @@ fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event,
                 return Some((Ok(event), (st, guard)));
             }
             if st.finished {
+                // Everything, the final answer included, went out: the
+                // stream need not stay for the whole resume window.
+                st.spec.log.delivered(&st.spec.stream);
                 guard.complete();
                 return None;
             }

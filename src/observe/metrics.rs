@@ -9,7 +9,7 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `ballast_calls_total` | counter | `upstream`, `tool`, `class` (success, transient, permanent, tool_error, degraded, outcome_unknown) |
+//! | `ballast_calls_total` | counter | `upstream`, `tool`, `class` (success, transient, permanent, tool_error, degraded, outcome_unknown; and cancelled: by the client, not a failure) |
 //! | `ballast_call_duration_seconds` | histogram | `upstream`, `tool`, `class` |
 //! | `ballast_retries_total` | counter | `upstream`, `tool` |
 //! | `ballast_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `breaker` |

@@ -12,12 +12,12 @@
 //! fast like `Open`. What counts as a failure is the caller's decision
 //! (transient and outcome-unknown failures: the upstream is unhealthy).
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::window::Window;
 use crate::config::BreakerConfig;
 use crate::observe::metrics;
 
@@ -42,8 +42,8 @@ pub struct Breaker {
 #[derive(Debug)]
 enum State {
     Closed {
-        /// (time, failed) of recent calls, within `cfg.window`.
-        window: VecDeque<(Instant, bool)>,
+        /// Outcomes of recent calls, within `cfg.window`.
+        window: Window,
         consecutive: u32,
     },
     Open {
@@ -80,11 +80,12 @@ impl Breaker {
     pub fn new(name: impl Into<String>, cfg: BreakerConfig) -> Arc<Self> {
         let name = name.into();
         metrics::breaker_transition(&name, "closed");
+        let window = Window::new(cfg.window);
         Arc::new(Self {
             name,
             cfg,
             state: Mutex::new(State::Closed {
-                window: VecDeque::new(),
+                window,
                 consecutive: 0,
             }),
         })
@@ -163,7 +164,7 @@ impl Breaker {
                 } else {
                     tracing::info!(breaker = %self.name, "circuit closed: the probe succeeded");
                     *state = State::Closed {
-                        window: VecDeque::new(),
+                        window: Window::new(self.cfg.window),
                         consecutive: 0,
                     };
                     metrics::breaker_transition(&self.name, "closed");
@@ -173,21 +174,13 @@ impl Breaker {
                 window,
                 consecutive,
             } => {
-                window.push_back((now, failed));
-                while window
-                    .front()
-                    .is_some_and(|(t, _)| now.duration_since(*t) > self.cfg.window)
-                {
-                    window.pop_front();
-                }
+                window.record(now, failed);
                 *consecutive = if failed { *consecutive + 1 } else { 0 };
-                let failures = window.iter().filter(|(_, f)| *f).count();
-                let rate = failures as f64 / window.len().max(1) as f64;
+                let (calls, failures) = window.counts();
+                let rate = failures as f64 / calls.max(1) as f64;
                 let reason = if *consecutive >= self.cfg.consecutive_failures.max(1) {
                     Some("consecutive_failures")
-                } else if window.len() >= self.cfg.min_calls as usize
-                    && rate >= self.cfg.failure_rate
-                {
+                } else if calls >= u64::from(self.cfg.min_calls) && rate >= self.cfg.failure_rate {
                     Some("failure_rate")
                 } else {
                     None

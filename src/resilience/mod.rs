@@ -9,6 +9,7 @@
 //! - `rate_limit.rs` — token buckets per session and per tool.
 //! - `policy.rs` — one upstream's retry policy and breakers, with per-tool overrides.
 //! - `shared.rs` — the tiers replicas share (cache, rate limits), as traits.
+//! - `window.rs` — a sliding window of outcomes in constant time per call.
 
 mod backoff;
 mod breaker;
@@ -19,6 +20,7 @@ mod classify;
 mod policy;
 mod rate_limit;
 mod shared;
+mod window;
 
 pub use self::backoff::Backoff;
 pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};

@@ -233,8 +233,14 @@ impl Router {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            self.stats.add("calls", verdict.class.as_str());
-            metrics::call(&labels, verdict.class.as_str(), started.elapsed());
+            // A call the client cancelled (or whose session ended) is not a
+            // failure of the upstream: counted apart.
+            let class = match result {
+                Err(UpstreamError::Cancelled) => "cancelled",
+                _ => verdict.class.as_str(),
+            };
+            self.stats.add("calls", class);
+            metrics::call(&labels, class, started.elapsed());
             return match result {
                 Ok(response) => Some(Response {
                     id: Some(downstream_id),

@@ -148,6 +148,12 @@ impl EventLog for FallbackEventLog {
         })
     }
 
+    fn delivered(&self, stream: &str) {
+        // The mirror goes early; Redis keeps its copy the resume window
+        // (its TTL), for readers on other replicas.
+        self.memory.delivered(stream);
+    }
+
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if self.is_memory_only(stream) {

@@ -30,6 +30,7 @@ struct LogState {
     bytes: usize,
     last_seq: u64,
     finished_at: Option<Instant>,
+    delivered_at: Option<Instant>,
 }
 
 impl MemoryEventLog {
@@ -147,6 +148,15 @@ impl EventLog for MemoryEventLog {
         Box::pin(async move { result })
     }
 
+    fn delivered(&self, stream: &str) {
+        if let Ok(log) = self.get(stream) {
+            let mut s = log.state();
+            if s.finished_at.is_some() {
+                s.delivered_at.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.get(stream).map(|log| {
             log.state().finished_at.get_or_insert_with(Instant::now);
@@ -199,10 +209,13 @@ impl EventLog for MemoryEventLog {
         let mut streams = self.lock();
         let before = streams.len();
         streams.retain(|_, log| {
-            let expired = log
-                .state()
-                .finished_at
-                .is_some_and(|t| now.duration_since(t) >= resume_window);
+            let expired = {
+                let s = log.state();
+                s.finished_at
+                    .is_some_and(|t| now.duration_since(t) >= resume_window)
+                    || s.delivered_at
+                        .is_some_and(|t| now.duration_since(t) >= self.limits.delivered_ttl)
+            };
             let orphaned = ended.iter().any(|s| **s == *log.owner);
             if orphaned {
                 // Wake readers so they notice the stream is gone.
@@ -227,6 +240,7 @@ mod tests {
         MemoryEventLog::new(StreamLimits {
             max_events,
             max_bytes: 1 << 20,
+            delivered_ttl: Duration::from_secs(1),
         })
     }
 
@@ -272,6 +286,24 @@ mod tests {
         }
         let b = l.read("s", 0, Duration::ZERO).await.unwrap();
         assert_eq!(b.events.iter().map(|e| e.0).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_read_to_its_end_goes_after_the_delivered_ttl() {
+        let l = log(10);
+        for s in ["read", "unread", "running"] {
+            l.open(s, "a").await.unwrap();
+            l.append(s, Bytes::from_static(b"x")).await.unwrap();
+        }
+        l.finish("read").await.unwrap();
+        l.finish("unread").await.unwrap();
+        l.delivered("read");
+        l.delivered("running"); // not finished: nothing to deliver yet
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(l.expire(Duration::from_secs(300), &[]).await, 1);
+        assert!(l.read("read", 0, Duration::ZERO).await.is_err());
+        assert!(l.read("unread", 0, Duration::ZERO).await.is_ok());
+        assert!(l.read("running", 0, Duration::ZERO).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]

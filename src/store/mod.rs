@@ -101,6 +101,10 @@ pub struct StreamLimits {
     pub max_events: usize,
     /// Most bytes of event data kept per stream.
     pub max_bytes: usize,
+    /// How long a finished stream that was read to its end stays (a client
+    /// that lost the connection at that moment can still resume); others
+    /// stay the resume window.
+    pub delivered_ttl: Duration,
 }
 
 /// The retained events of every downstream SSE stream.
@@ -158,6 +162,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// [`StoreError::UnknownStream`] if the stream is gone.
     fn append<'a>(&'a self, stream: &'a str, data: Bytes)
     -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// A reader wrote every event of the finished stream to its client: the
+    /// stream may go after [`StreamLimits::delivered_ttl`] instead of the
+    /// resume window. Default: nothing (kept the resume window).
+    fn delivered(&self, stream: &str) {
+        let _ = stream;
+    }
 
     /// Marks the stream finished: readers end after its last event.
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
