@@ -56,11 +56,21 @@ struct Demo {
 /// I/O errors on stdout.
 pub async fn run_demo_upstream() -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    let (stdin, mut stdout) = stdio_pipes();
     let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
+        let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(frame) = rx.recv().await {
-            stdout.write_all(&frame).await?;
-            stdout.write_all(b"\n").await?;
+            // Whatever is queued goes out in one write.
+            buf.clear();
+            buf.extend_from_slice(&frame);
+            buf.push(b'\n');
+            while buf.len() < 256 * 1024
+                && let Ok(more) = rx.try_recv()
+            {
+                buf.extend_from_slice(&more);
+                buf.push(b'\n');
+            }
+            stdout.write_all(&buf).await?;
             stdout.flush().await?;
         }
         Ok::<_, std::io::Error>(())
@@ -72,7 +82,7 @@ pub async fn run_demo_upstream() -> std::io::Result<()> {
         flaky: Mutex::default(),
         calls: Mutex::default(),
     });
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BufReader::with_capacity(64 * 1024, stdin).lines();
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
@@ -84,6 +94,35 @@ pub async fn run_demo_upstream() -> std::io::Result<()> {
     }
     drop(demo);
     writer.await.unwrap_or(Ok(()))
+}
+
+/// Reader for stdin and writer for stdout. When they are pipes (as when
+/// Ballast runs this as its child), they are driven by the reactor like
+/// sockets; tokio's `stdin()`/`stdout()` would hand every read and write to
+/// a blocking thread. Anything else (a terminal, a file) falls back to those.
+fn stdio_pipes() -> (
+    Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use tokio::net::unix::pipe;
+        let input = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)).ok());
+        let output = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)).ok());
+        if let (Some(input), Some(output)) = (input, output) {
+            return (Box::new(input), Box::new(output));
+        }
+    }
+    (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout()))
 }
 
 impl Demo {

@@ -201,10 +201,21 @@ async fn write_stdin(
     mut stdin: impl tokio::io::AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
+        // Everything queued goes out in one write: under load many frames
+        // wait here, and one syscall per frame (or two) is the cost.
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        buf.push(b'\n');
+        while buf.len() < 256 * 1024
+            && let Ok(more) = rx.try_recv()
+        {
+            buf.extend_from_slice(&more);
+            buf.push(b'\n');
+        }
         let written = async {
-            stdin.write_all(&frame).await?;
-            stdin.write_all(b"\n").await?;
+            stdin.write_all(&buf).await?;
             stdin.flush().await
         };
         if let Err(e) = written.await {
