@@ -116,8 +116,7 @@ async fn initialize(
         json_response(response.to_bytes())
     } else {
         let sink = Sink::open(gw.log.clone(), &session.id).await?;
-        sink.send(response.to_bytes()).await;
-        sink.finish().await;
+        sink.send_last(response.to_bytes()).await;
         sse::response(read_spec(gw, &sink, vec![]))
     };
     if let Ok(v) = HeaderValue::from_str(&session.id) {
@@ -185,7 +184,10 @@ async fn handle_message(
                     }
                 };
                 let spec = read_spec(&gw, &sink, vec![session.closed.clone()]);
-                spawn_call(gw.clone(), session, r, Some(sink), true);
+                spawn_call(gw.clone(), session, r, Some(sink.clone()), true);
+                // The priming event still leads the stream; waiting a moment
+                // lets a quick answer share the first write with it.
+                let _ = gw.log.read(&sink.stream, 0, sse::FIRST_EVENT_GRACE).await;
                 Ok(sse::response(spec))
             } else {
                 let call = spawn_call(gw, session, r, None, true);
@@ -231,11 +233,13 @@ pub(super) fn spawn_call(
             if let Some(sink) = sink {
                 // In the log before any socket sees it: a client that left
                 // gets it on resume (T25: a disconnect is not a cancellation).
-                if !sink.send(bytes.clone()).await {
+                let placed = if finish_stream {
+                    sink.send_last(bytes.clone()).await
+                } else {
+                    sink.send(bytes.clone()).await
+                };
+                if !placed {
                     tracing::debug!("stream gone before the response (session ended)");
-                }
-                if finish_stream {
-                    sink.finish().await;
                 }
             }
             bytes

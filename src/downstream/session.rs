@@ -60,6 +60,12 @@ impl Sink {
         self.log.append(&self.stream, message).await.is_ok()
     }
 
+    /// Appends a stream's last message and finishes it, at once (readers
+    /// see both together). False if the stream is gone.
+    pub async fn send_last(&self, message: Bytes) -> bool {
+        self.log.append_last(&self.stream, message).await.is_ok()
+    }
+
     /// Marks the stream finished: readers end after its last event.
     pub async fn finish(&self) {
         let _ = self.log.finish(&self.stream).await;

@@ -34,6 +34,11 @@ pub(crate) const RETRY_AFTER_CLOSE: Duration = Duration::from_millis(1000);
 /// How long one log read waits before checking the stop signals again.
 const READ_WAIT: Duration = Duration::from_secs(30);
 
+/// Longest a new POST stream's response waits for its first event before
+/// the headers go out, so that a quick answer leaves in the same write as
+/// the headers and the priming event (one syscall instead of three).
+pub(super) const FIRST_EVENT_GRACE: Duration = Duration::from_millis(2);
+
 /// What an SSE response reads.
 pub(super) struct ReadSpec {
     /// The log.

@@ -88,6 +88,5 @@ async fn take_over(gw: &Arc<Gateway>, session: Arc<Session>, stream: Arc<str>, o
         ),
     };
     let response = Message::Response(Response::err(Some(request.id), &error));
-    sink.send(response.to_bytes()).await;
-    sink.finish().await;
+    sink.send_last(response.to_bytes()).await;
 }

@@ -72,6 +72,36 @@ impl FallbackEventLog {
         true
     }
 
+    /// Appends (and, if `last`, finishes): to Redis and its mirror here, or
+    /// to memory alone once Redis failed for this stream.
+    async fn push(&self, stream: &str, data: Bytes, last: bool) -> Result<u64, StoreError> {
+        let in_memory = |data| async move {
+            if last {
+                self.memory.append_last(stream, data).await
+            } else {
+                self.memory.append(stream, data).await
+            }
+        };
+        if self.is_memory_only(stream) {
+            return in_memory(data).await;
+        }
+        let in_redis = if last {
+            self.redis.append_last(stream, data.clone()).await
+        } else {
+            self.redis.append(stream, data.clone()).await
+        };
+        match in_redis {
+            Ok(seq) => {
+                if self.memory.contains(stream) {
+                    self.memory.insert(stream, seq, data, last)?;
+                }
+                Ok(seq)
+            }
+            Err(StoreError::Unavailable(_)) if self.move_to_memory(stream) => in_memory(data).await,
+            Err(e) => Err(e),
+        }
+    }
+
     async fn opened(
         &self,
         stream: &str,
@@ -129,23 +159,15 @@ impl EventLog for FallbackEventLog {
         stream: &'a str,
         data: Bytes,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            if self.is_memory_only(stream) {
-                return self.memory.append(stream, data).await;
-            }
-            match self.redis.append(stream, data.clone()).await {
-                Ok(seq) => {
-                    if self.memory.contains(stream) {
-                        self.memory.insert(stream, seq, data)?;
-                    }
-                    Ok(seq)
-                }
-                Err(StoreError::Unavailable(_)) if self.move_to_memory(stream) => {
-                    self.memory.append(stream, data).await
-                }
-                Err(e) => Err(e),
-            }
-        })
+        Box::pin(self.push(stream, data, false))
+    }
+
+    fn append_last<'a>(
+        &'a self,
+        stream: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.push(stream, data, true))
     }
 
     fn delivered(&self, stream: &str) {

@@ -68,11 +68,18 @@ impl MemoryEventLog {
     }
 
     /// Stores an event whose seq another store assigned (a local copy of a
-    /// shared stream): kept in seq order, within the same limits.
+    /// shared stream): kept in seq order, within the same limits; `last`
+    /// also finishes the stream (readers see both at once).
     ///
     /// # Errors
     /// [`StoreError::UnknownStream`] if the stream is not held here.
-    pub fn insert(&self, stream: &str, seq: u64, data: Bytes) -> Result<(), StoreError> {
+    pub fn insert(
+        &self,
+        stream: &str,
+        seq: u64,
+        data: Bytes,
+        last: bool,
+    ) -> Result<(), StoreError> {
         let log = self.get(stream)?;
         {
             let mut s = log.state();
@@ -81,9 +88,33 @@ impl MemoryEventLog {
             let at = s.events.partition_point(|(q, _)| *q < seq);
             s.events.insert(at, (seq, data));
             self.trim(&mut s);
+            if last {
+                s.finished_at.get_or_insert_with(Instant::now);
+            }
         }
         log.changed.notify_waiters();
         Ok(())
+    }
+
+    /// Appends one event (and, if `last`, finishes the stream) under one lock
+    /// and one wake-up.
+    fn push(&self, stream: &str, data: Bytes, last: bool) -> Result<u64, StoreError> {
+        let log = self.get(stream)?;
+        let seq = {
+            let mut s = log.state();
+            s.last_seq += 1;
+            let seq = s.last_seq;
+            s.bytes += data.len();
+            s.events.push_back((seq, data));
+            // Bounded: drop the oldest beyond either limit (never the newest).
+            self.trim(&mut s);
+            if last {
+                s.finished_at.get_or_insert_with(Instant::now);
+            }
+            seq
+        };
+        log.changed.notify_waiters();
+        Ok(seq)
     }
 
     /// Drops the oldest events beyond either limit (never the newest).
@@ -131,20 +162,16 @@ impl EventLog for MemoryEventLog {
         stream: &'a str,
         data: Bytes,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        let result = self.get(stream).map(|log| {
-            let seq = {
-                let mut s = log.state();
-                s.last_seq += 1;
-                let seq = s.last_seq;
-                s.bytes += data.len();
-                s.events.push_back((seq, data));
-                // Bounded: drop the oldest beyond either limit (never the newest).
-                self.trim(&mut s);
-                seq
-            };
-            log.changed.notify_waiters();
-            seq
-        });
+        let result = self.push(stream, data, false);
+        Box::pin(async move { result })
+    }
+
+    fn append_last<'a>(
+        &'a self,
+        stream: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let result = self.push(stream, data, true);
         Box::pin(async move { result })
     }
 

@@ -170,6 +170,24 @@ pub trait EventLog: Send + Sync + 'static {
         let _ = stream;
     }
 
+    /// Appends the stream's last event and marks it finished, as one step
+    /// for readers (they get the event and the end together). Default:
+    /// [`EventLog::append`] then [`EventLog::finish`].
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownStream`] if the stream is gone.
+    fn append_last<'a>(
+        &'a self,
+        stream: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let seq = self.append(stream, data).await?;
+            self.finish(stream).await?;
+            Ok(seq)
+        })
+    }
+
     /// Marks the stream finished: readers end after its last event.
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 

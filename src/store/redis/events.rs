@@ -10,7 +10,8 @@
 //!
 //! `append` is one Lua script (atomic): next seq, `XADD`, trim the oldest
 //! entries beyond `stream_max_events`/`stream_max_bytes` (never the newest),
-//! refresh the TTLs, `PUBLISH`. It returns once Redis has the event, which
+//! refresh the TTLs, `PUBLISH`; `append_last` is the same script that also
+//! marks the stream finished. It returns once Redis has the event, which
 //! is before any socket sees it. TTLs: an unfinished stream lives
 //! [`LIVE_TTL`] after its last append; a finished one `resume_window`.
 
@@ -46,6 +47,7 @@ while len > 1 and (len > maxe or bytes > maxb) do
   bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -string.len(first[2][2]))
   len = len - 1
 end
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'fin', 1) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], seq)
@@ -225,6 +227,42 @@ impl RedisEventLog {
     }
 }
 
+impl RedisEventLog {
+    /// One append (and, if `last`, the finish) in one script call.
+    async fn push(&self, stream: &str, data: Bytes, last: bool) -> Result<u64, StoreError> {
+        let (meta, events) = self.keys(stream);
+        let channel = notify::channel(&self.backend, stream);
+        let script = &self.append;
+        let limits = self.limits;
+        let ttl = ms(if last { self.resume_window } else { LIVE_TTL });
+        let seq: i64 = self
+            .backend
+            .run(|mut c| async move {
+                script
+                    .key(&meta)
+                    .key(&events)
+                    .arg(data.as_ref())
+                    .arg(limits.max_events)
+                    .arg(limits.max_bytes)
+                    .arg(ttl)
+                    .arg(&channel)
+                    .arg(if last { "1" } else { "0" })
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.waiters.wake(stream);
+        let seq = u64::try_from(seq).map_err(|_| StoreError::UnknownStream)?;
+        if let Some(l) = self.local().get_mut(stream) {
+            l.last_seq = seq;
+            if last {
+                l.finished.get_or_insert_with(Instant::now);
+            }
+        }
+        Ok(seq)
+    }
+}
+
 /// Keeps this replica's liveness key (`replica:<id>`, TTL [`REPLICA_TTL`])
 /// fresh every [`HEARTBEAT`] until `stop`.
 async fn heartbeat(
@@ -327,33 +365,15 @@ impl EventLog for RedisEventLog {
         stream: &'a str,
         data: Bytes,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let (meta, events) = self.keys(stream);
-            let channel = notify::channel(&self.backend, stream);
-            let script = &self.append;
-            let limits = self.limits;
-            let seq: i64 = self
-                .backend
-                .run(|mut c| async move {
-                    script
-                        .key(&meta)
-                        .key(&events)
-                        .arg(data.as_ref())
-                        .arg(limits.max_events)
-                        .arg(limits.max_bytes)
-                        .arg(ms(LIVE_TTL))
-                        .arg(&channel)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            self.waiters.wake(stream);
-            let seq = u64::try_from(seq).map_err(|_| StoreError::UnknownStream)?;
-            if let Some(l) = self.local().get_mut(stream) {
-                l.last_seq = seq;
-            }
-            Ok(seq)
-        })
+        Box::pin(self.push(stream, data, false))
+    }
+
+    fn append_last<'a>(
+        &'a self,
+        stream: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.push(stream, data, true))
     }
 
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
