@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jsonrpc::{
@@ -82,12 +82,19 @@ pub async fn run_demo_upstream() -> std::io::Result<()> {
         flaky: Mutex::default(),
         calls: Mutex::default(),
     });
-    let mut lines = BufReader::with_capacity(64 * 1024, stdin).lines();
-    while let Some(line) = lines.next_line().await? {
-        if line.trim().is_empty() {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdin);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        // Bounded like Ballast's own reader: an endless line is skipped, not buffered.
+        if crate::upstream::read_line_bounded(&mut reader, &mut line).await? == 0 {
+            break;
+        }
+        let frame = line.trim_ascii();
+        if frame.is_empty() {
             continue;
         }
-        match Message::parse(line.as_bytes()) {
+        match Message::parse(frame) {
             Ok(m) => demo.clone().on_message(m).await,
             Err(e) => eprintln!("demo: bad frame: {e}"),
         }

@@ -144,8 +144,15 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     match loaded {
         Ok(c) => match toml::to_string_pretty(&c) {
             Ok(s) => {
-                println!("{s}");
-                ExitCode::SUCCESS
+                use std::io::Write;
+                // A closed stdout (`| head`) is the reader's choice, not an error.
+                match writeln!(std::io::stdout().lock(), "{s}") {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("error: cannot print config: {e}");
+                        ExitCode::FAILURE
+                    }
+                    _ => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("error: cannot print config: {e}");

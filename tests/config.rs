@@ -138,3 +138,23 @@ fn serve_with_an_invalid_config_exits_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("upstreams.a.url"), "{err}");
 }
+
+#[test]
+fn check_config_into_a_closed_pipe_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ballast.toml");
+    std::fs::write(&file, readme_toml()).expect("write");
+    let mut child = std::process::Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    // The reader goes away before anything is read (as `| head -0` does).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -257,7 +257,7 @@ async fn read_stdout(
 /// Reads one `\n`-terminated line into `line`; a line longer than
 /// [`MAX_LINE_BYTES`] is consumed whole and left empty (skipped). Returns
 /// the bytes consumed (0 at EOF).
-async fn read_line_bounded(
+pub(crate) async fn read_line_bounded(
     reader: &mut (impl AsyncBufReadExt + Unpin),
     line: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
