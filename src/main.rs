@@ -10,12 +10,6 @@ use anyhow::Context;
 use ballast::config::{self, Config, ConfigError, LogFormat, UpstreamConfig};
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc: under load the gateway allocates and
-/// frees small buffers on every call from several threads, and glibc's arena
-/// locks and consolidation showed up as ~12 % of its CPU (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 

@@ -294,7 +294,7 @@ async fn the_stale_cache_is_shared_by_replicas() {
     let (a, b) = (cache(shared_tiers(&redis)), cache(shared_tiers(&redis)));
     let key = StaleCache::key("echo", Some(&serde_json::json!({ "message": "hi" })));
     let raw = serde_json::value::RawValue::from_string(r#"{"content":[]}"#.into()).expect("raw");
-    a.put(key.clone(), raw);
+    a.put(key.clone(), &raw);
     // The write is in the background: wait for B to see it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let (got, age) = loop {

@@ -77,7 +77,7 @@ pub struct ServerConfig {
     /// How long a finished stream that was written to its client in full
     /// stays resumable (for a client that lost the connection at that very
     /// moment); shorter than `resume_window` so memory does not grow with
-    /// call rate × resume window. Default 10 s.
+    /// call rate × resume window. Default 2 s.
     #[serde(with = "humantime_serde")]
     pub delivered_retention: Duration,
     /// Longest one SSE response stays open before Ballast ends it with
@@ -499,7 +499,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),
             resume_window: Duration::from_secs(300),
-            delivered_retention: Duration::from_secs(10),
+            delivered_retention: Duration::from_secs(2),
             max_stream_duration: Duration::ZERO,
             session_idle_timeout: Duration::from_secs(1800),
             max_sessions: 10_000,

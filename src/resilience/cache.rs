@@ -20,7 +20,7 @@ const MAX_SHARED_KEY: usize = 1024;
 
 /// Last good results of read-only tool calls.
 pub struct StaleCache {
-    entries: moka::sync::Cache<String, (Instant, Box<RawValue>)>,
+    entries: moka::sync::Cache<String, Arc<(Instant, Box<RawValue>)>>,
     stale_ttl: Duration,
     /// The shared tier and this cache's namespace in it (the upstream).
     shared: Option<(Arc<dyn super::SharedCache>, String)>,
@@ -56,32 +56,36 @@ impl StaleCache {
         key
     }
 
-    /// Remembers a good result (and, at most once a second per key, hands
-    /// it to the shared tier in the background).
-    pub fn put(&self, key: String, result: Box<RawValue>) {
+    /// Remembers a good result — at most once a second per key: a result
+    /// that fresh is as good a stale answer as the newer one, and under load
+    /// the same call repeats thousands of times a second. Also hands it to
+    /// the shared tier in the background.
+    pub fn put(&self, key: String, result: &RawValue) {
+        let recent = self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.0.elapsed() < SHARED_WRITE_EVERY);
+        if recent {
+            return;
+        }
         if let Some((shared, namespace)) = &self.shared
             && key.len() <= MAX_SHARED_KEY
         {
-            let recent = self
-                .entries
-                .get(&key)
-                .is_some_and(|(at, _)| at.elapsed() < SHARED_WRITE_EVERY);
-            if !recent {
-                shared.put(
-                    format!("{namespace}\0{key}"),
-                    result.clone(),
-                    self.stale_ttl,
-                );
-            }
+            shared.put(
+                format!("{namespace}\0{key}"),
+                result.to_owned(),
+                self.stale_ttl,
+            );
         }
-        self.entries.insert(key, (Instant::now(), result));
+        self.entries
+            .insert(key, Arc::new((Instant::now(), result.to_owned())));
     }
 
     /// The last good result and its age, if still kept here or, failing
     /// that, by any replica in the shared tier.
     pub async fn get(&self, key: &str) -> Option<(Box<RawValue>, Duration)> {
-        if let Some((result, at)) = self.entries.get(key).map(|(at, r)| (r, at)) {
-            return Some((result, at.elapsed()));
+        if let Some(entry) = self.entries.get(key) {
+            return Some((entry.1.clone(), entry.0.elapsed()));
         }
         let (shared, namespace) = self.shared.as_ref()?;
         if key.len() > MAX_SHARED_KEY {
@@ -136,7 +140,7 @@ mod tests {
     async fn results_are_kept_and_aged() {
         let c = StaleCache::new(10, Duration::from_secs(60));
         let raw = RawValue::from_string("{\"ok\":true}".into()).unwrap();
-        c.put("k".into(), raw);
+        c.put("k".into(), &raw);
         let (got, age) = c.get("k").await.expect("cached");
         assert_eq!(got.get(), "{\"ok\":true}");
         assert!(age < Duration::from_secs(60));

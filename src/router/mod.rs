@@ -272,7 +272,7 @@ impl Router {
             && !is_error_result(result)
             && let Some(key) = cache_key()
         {
-            cache.put(key, result.clone());
+            cache.put(key, result);
         }
         if method == method::TOOLS_CALL
             && let (Some(routed), Some(tool_name), Err(_)) =
