@@ -5,11 +5,14 @@
 //! memory during the outage stays there for its lifetime (README
 //! "Several replicas").
 //!
-//! A stream this replica writes is mirrored in memory; when Redis fails
+//! A stream this replica opens for a request is created in Redis with its
+//! first event when that comes quickly (one round trip), or by
+//! `make_visible` before the client can learn its id. A stream this replica
+//! writes is mirrored in memory; when Redis fails
 //! mid-stream it continues there from the seq Redis stopped at, so the
 //! readers on this replica go on without a gap.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +25,9 @@ use super::{
 };
 use crate::observe::metrics;
 use crate::resilience::BreakerState;
+
+/// A stream opened for a request, not yet in Redis: (session, request).
+type Pending = (Arc<str>, Bytes);
 
 /// An [`EventLog`] on Redis that falls back to memory.
 ///
@@ -36,6 +42,9 @@ pub struct FallbackEventLog {
     /// Streams held only in memory (opened during an outage, or moved
     /// there when Redis failed mid-stream); the others in `memory` mirror Redis.
     memory_only: Mutex<HashSet<Arc<str>>>,
+    /// Streams for a request not yet opened in Redis: their first event
+    /// opens them in the same round trip, or `make_visible` does first.
+    pending: Mutex<HashMap<Arc<str>, Pending>>,
 }
 
 impl FallbackEventLog {
@@ -45,7 +54,12 @@ impl FallbackEventLog {
             redis,
             memory,
             memory_only: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<Arc<str>, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn memory_only(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
@@ -85,10 +99,15 @@ impl FallbackEventLog {
         if self.is_memory_only(stream) {
             return in_memory(data).await;
         }
-        let in_redis = if last {
-            self.redis.append_last(stream, data.clone()).await
-        } else {
-            self.redis.append(stream, data.clone()).await
+        let opening = self.pending().remove(stream);
+        let in_redis = match (opening, last) {
+            (Some((session, request)), _) => {
+                self.redis
+                    .open_and_push(stream, &session, Some(request), data.clone(), last)
+                    .await
+            }
+            (None, true) => self.redis.append_last(stream, data.clone()).await,
+            (None, false) => self.redis.append(stream, data.clone()).await,
         };
         match in_redis {
             Ok(seq) => {
@@ -138,8 +157,27 @@ impl EventLog for FallbackEventLog {
         request: Bytes,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let in_redis = self.redis.open_for_request(stream, session, request).await;
-            self.opened(stream, session, in_redis).await
+            // Deferred: a quick answer opens it in Redis with its first
+            // event (one round trip); `make_visible` opens it otherwise.
+            self.memory.open(stream, session).await?;
+            self.pending()
+                .insert(stream.into(), (session.into(), request));
+            Ok(())
+        })
+    }
+
+    fn make_visible<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let Some((session, request)) = self.pending().remove(stream) else {
+                return Ok(());
+            };
+            match self.redis.open_for_request(stream, &session, request).await {
+                Err(StoreError::Unavailable(_)) => {
+                    self.memory_only().insert(stream.into());
+                    Ok(())
+                }
+                other => other,
+            }
         })
     }
 
@@ -229,6 +267,7 @@ impl EventLog for FallbackEventLog {
             let dropped = self.memory.expire(resume_window, ended).await;
             self.redis.expire(resume_window, ended).await;
             self.memory_only().retain(|s| self.memory.contains(s));
+            self.pending().retain(|s, _| self.memory.contains(s));
             dropped
         })
     }

@@ -143,6 +143,16 @@ pub trait EventLog: Send + Sync + 'static {
         self.open(stream, session)
     }
 
+    /// Makes `stream` findable by every replica sharing the store before
+    /// its client can learn its id (called before the response headers go
+    /// out). A store that defers opening streams opened with
+    /// [`EventLog::open_for_request`] until their first event must open it
+    /// now. Default: nothing (`open` already did).
+    fn make_visible<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = stream;
+        Box::pin(async { Ok(()) })
+    }
+
     /// If `stream` is unfinished and the replica writing it is gone (a
     /// shared store's liveness record expired), makes this replica its
     /// writer and returns the orphan; at most one caller wins. Default

@@ -33,8 +33,15 @@ use crate::store::{Batch, EventLog, Orphan, StoreError, StreamLimits};
 /// client still reading on the replica that runs it.
 pub const LIVE_TTL: Duration = Duration::from_secs(3600);
 
+/// KEYS: meta, events. ARGV: data, max events, max bytes, TTL ms, channel,
+/// last ('1' also finishes), and — to create the stream if it does not
+/// exist yet — owner, writer, request (owner '' = do not create).
 const APPEND: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[7] == '' then return -1 end
+  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'writer', ARGV[8], 'seq', 0, 'bytes', 0, 'fin', 0)
+end
+if ARGV[9] ~= '' then redis.call('HSETNX', KEYS[1], 'req', ARGV[9]) end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[1]))
 redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[1])
@@ -52,6 +59,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], seq)
 return seq
+";
+
+/// KEYS[1] meta; ARGV: owner, writer, request ('' = none), TTL ms. Creates
+/// the stream unless it exists (an append by its writer may have created it
+/// first), records the request if none is, refreshes the TTL.
+const OPEN: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'writer', ARGV[2], 'seq', 0, 'bytes', 0, 'fin', 0)
+end
+if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'req', ARGV[3]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
 ";
 
 /// KEYS[1] meta; ARGV[1] `<prefix>replica:`, ARGV[2] the claimer's replica
@@ -85,6 +104,12 @@ pub struct Local {
     pub finished: Option<Instant>,
 }
 
+/// What a first append needs to create its stream.
+struct Opening<'a> {
+    owner: &'a str,
+    request: &'a [u8],
+}
+
 /// One XRANGE entry: (`0-<seq>`, [(`d`, data)]).
 type Entry = (String, Vec<(String, Vec<u8>)>);
 
@@ -96,6 +121,7 @@ pub struct RedisEventLog {
     append: redis::Script,
     finish: redis::Script,
     claim: redis::Script,
+    open: redis::Script,
     waiters: Arc<Waiters>,
     /// Streams opened by this process.
     local: Mutex<HashMap<Arc<str>, Local>>,
@@ -122,6 +148,7 @@ impl RedisEventLog {
             append: redis::Script::new(APPEND),
             finish: redis::Script::new(FINISH),
             claim: redis::Script::new(CLAIM),
+            open: redis::Script::new(OPEN),
             waiters,
             local: Mutex::new(HashMap::new()),
             _listener: stop.drop_guard(),
@@ -190,46 +217,88 @@ impl RedisEventLog {
         session: &str,
         request: Option<Bytes>,
     ) -> Result<(), StoreError> {
+        // Known here before the script runs: an append racing this opening
+        // creates the stream itself (see `push`).
+        self.local().entry(stream.into()).or_insert_with(|| Local {
+            owner: session.into(),
+            last_seq: 0,
+            finished: None,
+        });
         let (meta, _) = self.keys(stream);
         let writer = self.backend.replica();
-        self.backend
+        let script = &self.open;
+        let opened = self
+            .backend
             .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.hset_multiple(
-                    &meta,
-                    &[
-                        ("owner", session),
-                        ("writer", writer),
-                        ("seq", "0"),
-                        ("bytes", "0"),
-                        ("fin", "0"),
-                    ],
-                )
-                .ignore();
-                if let Some(request) = request {
-                    pipe.hset(&meta, "req", request.as_ref()).ignore();
-                }
-                pipe.pexpire(&meta, ms(LIVE_TTL) as i64)
-                    .ignore()
-                    .query_async::<()>(&mut c)
+                script
+                    .key(&meta)
+                    .arg(session)
+                    .arg(writer)
+                    .arg(request.as_deref().unwrap_or_default())
+                    .arg(ms(LIVE_TTL))
+                    .invoke_async::<()>(&mut c)
                     .await
             })
-            .await?;
-        self.local().insert(
-            stream.into(),
-            Local {
-                owner: session.into(),
-                last_seq: 0,
-                finished: None,
-            },
-        );
-        Ok(())
+            .await;
+        if opened.is_err() {
+            self.local().remove(stream);
+        }
+        opened
     }
-}
 
-impl RedisEventLog {
-    /// One append (and, if `last`, the finish) in one script call.
+    /// Opens `stream` for session `session` (unless it exists) and appends
+    /// its first event (and, if `last`, finishes it), in one script call:
+    /// one round trip for a call whose answer came before its stream had to
+    /// be visible (see [`crate::store::FallbackEventLog`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis fails.
+    pub async fn open_and_push(
+        &self,
+        stream: &str,
+        session: &str,
+        request: Option<Bytes>,
+        data: Bytes,
+        last: bool,
+    ) -> Result<u64, StoreError> {
+        self.local().entry(stream.into()).or_insert_with(|| Local {
+            owner: session.into(),
+            last_seq: 0,
+            finished: None,
+        });
+        let opening = Opening {
+            owner: session,
+            request: request.as_deref().unwrap_or_default(),
+        };
+        let pushed = self.push_with(stream, data, last, Some(opening)).await;
+        if pushed.is_err() {
+            self.local().remove(stream);
+        }
+        pushed
+    }
+
+    /// One append (and, if `last`, the finish) in one script call. For a
+    /// stream this process opened, the script also creates it if missing
+    /// (its deferred or in-flight opening may arrive after this append).
     async fn push(&self, stream: &str, data: Bytes, last: bool) -> Result<u64, StoreError> {
+        let owner = self.local().get(stream).map(|l| l.owner.clone());
+        let opening = owner.as_deref().map(|owner| Opening {
+            owner,
+            request: &[],
+        });
+        self.push_with(stream, data, last, opening).await
+    }
+
+    async fn push_with(
+        &self,
+        stream: &str,
+        data: Bytes,
+        last: bool,
+        opening: Option<Opening<'_>>,
+    ) -> Result<u64, StoreError> {
+        let writer = self.backend.replica();
+        let (owner, request) = opening.map_or(("", &[][..]), |o| (o.owner, o.request));
+        let owner_writer = if owner.is_empty() { "" } else { writer };
         let (meta, events) = self.keys(stream);
         let channel = notify::channel(&self.backend, stream);
         let script = &self.append;
@@ -247,6 +316,9 @@ impl RedisEventLog {
                     .arg(ttl)
                     .arg(&channel)
                     .arg(if last { "1" } else { "0" })
+                    .arg(owner)
+                    .arg(owner_writer)
+                    .arg(request)
                     .invoke_async(&mut c)
                     .await
             })
