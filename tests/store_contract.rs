@@ -149,7 +149,8 @@ fn record(id: &str) -> SessionRecord {
         protocol_version: "2025-11-25".into(),
         initialize_params: Some(
             serde_json::value::RawValue::from_string(r#"{"capabilities":{"sampling":{}}}"#.into())
-                .expect("raw"),
+                .expect("raw")
+                .into(),
         ),
         created_ms: 1,
     }

@@ -106,7 +106,7 @@ async fn initialize(
     }
     gw.router.wait_ready().await;
     let version = negotiated_version(request.params.as_deref());
-    let session = Arc::new(Session::new(version, request.params));
+    let session = Arc::new(Session::new(version, request.params.map(Arc::from)));
     let result = gw.router.initialize_result(version);
     gw.session_store.save(session.record()).await?;
     gw.sessions.insert(session.clone());

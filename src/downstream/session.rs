@@ -79,7 +79,7 @@ pub struct Session {
     /// The negotiated protocol version.
     pub protocol_version: &'static str,
     /// The client's `initialize` params, raw (capabilities, clientInfo).
-    pub initialize_params: Option<Box<RawValue>>,
+    pub initialize_params: Option<Arc<RawValue>>,
     /// Downstream request id → the upstream call serving it, once forwarded.
     in_flight: Mutex<HashMap<RequestId, Option<(usize, u64)>>>,
     get_stream: Mutex<Option<Sink>>,
@@ -102,7 +102,7 @@ pub enum BeginError {
 
 impl Session {
     /// A new session with a fresh id.
-    pub fn new(protocol_version: &'static str, initialize_params: Option<Box<RawValue>>) -> Self {
+    pub fn new(protocol_version: &'static str, initialize_params: Option<Arc<RawValue>>) -> Self {
         let bits: u128 = rand::rng().random();
         Self {
             id: format!("{bits:032x}").into(),
@@ -122,7 +122,7 @@ impl Session {
             crate::mcp::negotiate(&record.protocol_version),
             record.initialize_params.clone(),
         );
-        s.id = record.id.as_str().into();
+        s.id = record.id.clone();
         s
     }
 
@@ -132,7 +132,7 @@ impl Session {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         crate::store::SessionRecord {
-            id: self.id.to_string(),
+            id: self.id.clone(),
             protocol_version: self.protocol_version.to_owned(),
             initialize_params: self.initialize_params.clone(),
             created_ms,

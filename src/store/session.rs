@@ -15,12 +15,12 @@ use super::StoreError;
 /// The stored part of a session. Holds no secrets (no tokens).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
-    /// The `Mcp-Session-Id`.
-    pub id: String,
+    /// The `Mcp-Session-Id` (shared with the live session: one allocation).
+    pub id: Arc<str>,
     /// The negotiated protocol version.
     pub protocol_version: String,
-    /// The client's `initialize` params, raw.
-    pub initialize_params: Option<Box<RawValue>>,
+    /// The client's `initialize` params, raw (shared with the live session).
+    pub initialize_params: Option<Arc<RawValue>>,
     /// Creation time, Unix ms.
     pub created_ms: u64,
 }
@@ -65,11 +65,11 @@ pub trait SessionStore: Send + Sync + 'static {
 /// A [`SessionStore`] in this process's memory (the default).
 #[derive(Default)]
 pub struct MemorySessionStore {
-    records: Mutex<HashMap<String, SessionRecord>>,
+    records: Mutex<HashMap<Arc<str>, SessionRecord>>,
 }
 
 impl MemorySessionStore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, SessionRecord>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, SessionRecord>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
