@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jsonrpc::{
@@ -55,26 +55,9 @@ struct Demo {
 /// # Errors
 /// I/O errors on stdout.
 pub async fn run_demo_upstream() -> std::io::Result<()> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-    let (stdin, mut stdout) = stdio_pipes();
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        while let Some(frame) = rx.recv().await {
-            // Whatever is queued goes out in one write.
-            buf.clear();
-            buf.extend_from_slice(&frame);
-            buf.push(b'\n');
-            while buf.len() < 256 * 1024
-                && let Ok(more) = rx.try_recv()
-            {
-                buf.extend_from_slice(&more);
-                buf.push(b'\n');
-            }
-            stdout.write_all(&buf).await?;
-            stdout.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    });
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let (stdin, stdout) = stdio_pipes();
+    let writer = tokio::spawn(crate::upstream::write_lines(stdout, rx));
     let demo = Arc::new(Demo {
         out: tx,
         pending: Arc::default(),

@@ -124,19 +124,13 @@ async fn killing_the_child_under_50_calls_ends_every_call_and_the_next_one_works
 
 #[tokio::test]
 async fn a_remote_upstream_that_stops_answering_probes_turns_readiness_red_until_it_is_back() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let a_addr = listener.local_addr().expect("addr");
-    let a = TestGateway::start_on(listener, support::demo_config());
-    let mut upstream = ballast::config::UpstreamConfig::http(format!("http://{a_addr}/mcp"));
-    upstream.supervision.probe_interval = Duration::from_millis(100);
-    upstream.supervision.probe_timeout = Duration::from_millis(200);
-    upstream.supervision.probe_failures = 2;
-    upstream.supervision.park_after = 1000;
-    let mut config = ballast::Config::default();
-    config.add_upstream("a", upstream);
-    let b = TestGateway::start(config).await;
+    let (a, a_addr, b) = behind_a_remote_gateway("a", |upstream| {
+        upstream.supervision.probe_interval = Duration::from_millis(100);
+        upstream.supervision.probe_timeout = Duration::from_millis(200);
+        upstream.supervision.probe_failures = 2;
+        upstream.supervision.park_after = 1000;
+    })
+    .await;
     let wait_for = |want: u16| {
         let b = &b;
         async move {
@@ -167,21 +161,15 @@ async fn a_remote_upstream_that_stops_answering_probes_turns_readiness_red_until
 
 #[tokio::test]
 async fn failed_health_probes_open_the_upstream_breaker() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let a_addr = listener.local_addr().expect("addr");
-    let a = TestGateway::start_on(listener, support::demo_config());
-    let mut upstream = ballast::config::UpstreamConfig::http(format!("http://{a_addr}/mcp"));
-    upstream.supervision.probe_interval = Duration::from_millis(50);
-    upstream.supervision.probe_timeout = Duration::from_millis(100);
-    // Probes alone never trigger a reconnect here: only the breaker reacts.
-    upstream.supervision.probe_failures = 1_000;
-    upstream.breaker.consecutive_failures = 3;
-    upstream.breaker.open_duration = Duration::from_secs(60);
-    let mut config = ballast::Config::default();
-    config.add_upstream("probed", upstream);
-    let b = TestGateway::start(config).await;
+    let (a, _, b) = behind_a_remote_gateway("probed", |upstream| {
+        upstream.supervision.probe_interval = Duration::from_millis(50);
+        upstream.supervision.probe_timeout = Duration::from_millis(100);
+        // Probes alone never trigger a reconnect here: only the breaker reacts.
+        upstream.supervision.probe_failures = 1_000;
+        upstream.breaker.consecutive_failures = 3;
+        upstream.breaker.open_duration = Duration::from_secs(60);
+    })
+    .await;
     let mut c = McpClient::connect(&b.url).await;
     let r = c.call_tool("echo", json!({ "message": "up" })).await;
     assert_eq!(text_of(&r), "up");
@@ -209,4 +197,22 @@ async fn failed_health_probes_open_the_upstream_breaker() {
     assert_eq!(r["error"]["code"], json!(-32003), "{r}");
     assert_eq!(r["error"]["data"]["breaker"], "upstream:probed", "{r}");
     b.stop().await;
+}
+
+/// Gateway A (demo upstream) on a free port, and gateway B with A as its
+/// remote upstream named `name`, configured by `tweak`: (A, A's address, B).
+async fn behind_a_remote_gateway(
+    name: &str,
+    tweak: impl FnOnce(&mut ballast::config::UpstreamConfig),
+) -> (TestGateway, std::net::SocketAddr, TestGateway) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a_addr = listener.local_addr().expect("addr");
+    let a = TestGateway::start_on(listener, support::demo_config());
+    let mut upstream = ballast::config::UpstreamConfig::http(format!("http://{a_addr}/mcp"));
+    tweak(&mut upstream);
+    let mut config = ballast::Config::default();
+    config.add_upstream(name, upstream);
+    (a, a_addr, TestGateway::start(config).await)
 }

@@ -27,7 +27,7 @@ pub(crate) use self::connection::Deadline;
 pub use self::connection::{Connection, ServerInfo};
 pub use self::error::UpstreamError;
 pub use self::lists::Lists;
-pub(crate) use self::stdio::read_line_bounded;
+pub(crate) use self::stdio::{read_line_bounded, write_lines};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Notification, Request};
 

@@ -198,13 +198,28 @@ async fn supervise_process(
 
 async fn write_stdin(
     name: Arc<str>,
-    mut stdin: impl tokio::io::AsyncWrite + Unpin,
-    mut rx: mpsc::Receiver<Bytes>,
+    stdin: impl tokio::io::AsyncWrite + Unpin,
+    rx: mpsc::Receiver<Bytes>,
 ) {
+    if let Err(e) = write_lines(stdin, rx).await {
+        // A dead child: the stdout reader sees EOF and ends the connection.
+        tracing::debug!(upstream = %name, error.kind = ?e.kind(), "stdin closed by the child");
+    }
+    // Dropping stdin closes the pipe: the first shutdown step.
+}
+
+/// Writes each frame from `rx` as one line until `rx` closes. Everything
+/// queued goes out in one write (up to 256 KiB): under load many frames
+/// wait, and a syscall per frame is the cost.
+///
+/// # Errors
+/// The first write error (the other end closed the pipe).
+pub(crate) async fn write_lines(
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
-        // Everything queued goes out in one write: under load many frames
-        // wait here, and one syscall per frame (or two) is the cost.
         buf.clear();
         buf.extend_from_slice(&frame);
         buf.push(b'\n');
@@ -214,17 +229,10 @@ async fn write_stdin(
             buf.extend_from_slice(&more);
             buf.push(b'\n');
         }
-        let written = async {
-            stdin.write_all(&buf).await?;
-            stdin.flush().await
-        };
-        if let Err(e) = written.await {
-            // A dead child: the stdout reader sees EOF and ends the connection.
-            tracing::debug!(upstream = %name, error.kind = ?e.kind(), "stdin closed by the child");
-            return;
-        }
+        out.write_all(&buf).await?;
+        out.flush().await?;
     }
-    // Dropping stdin closes the pipe: the first shutdown step.
+    Ok(())
 }
 
 async fn read_stdout(
