@@ -189,7 +189,9 @@ async fn handle_message(
                 // lets a quick answer share the first write with it.
                 let _ = gw.log.read(&sink.stream, 0, sse::FIRST_EVENT_GRACE).await;
                 // Other replicas must find the stream once the client has its id.
-                if let Err(e) = gw.log.make_visible(&sink.stream).await {
+                if gw.redis.is_some()
+                    && let Err(e) = gw.log.make_visible(&sink.stream).await
+                {
                     tracing::debug!(stream = %sink.stream, error = %e, "stream not visible to other replicas");
                 }
                 Ok(sse::response(spec))
