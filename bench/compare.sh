@@ -528,6 +528,20 @@ cpu_tree() {
   echo "$total"
 }
 
+# settle PID... — waits (at most 10 s) until PID, its descendants and the
+# other PIDs have used no CPU for 0.5 s: the next load run starts on a quiet
+# machine, not during the last system's clean-up after its run (freeing the
+# streams it answered, a redis-server expiring keys).
+settle() {
+  local before after i
+  for ((i = 0; i < 20; i++)); do
+    before="$(cpu_tree "$@")"
+    sleep 0.5
+    after="$(cpu_tree "$@")"
+    [[ "$before" == "$after" ]] && return 0
+  done
+}
+
 # Waits until something accepts on 127.0.0.1:PORT (≤ SECS), while PID lives.
 wait_listen() {
   local pid=$1 port=$2 secs=$3 i
@@ -942,7 +956,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
           '{system: $system, round: $round, conc: $conc, failed: $why}' >>"$run/runs.jsonl"
         say "round $round c=$c $(label_of "$sys"): run failed ($why)"
       fi
-      sleep 0.3
+      settle "$pid" ${EXTRA_OF[$sys]}
     done
   done
 done

@@ -12,8 +12,8 @@ use std::time::Duration;
 use ballast::config::StoreConfig;
 use ballast::store::redis::{RedisBackend, RedisEventLog, RedisSessionStore};
 use ballast::store::{
-    EventLog, MemoryEventLog, MemorySessionStore, SessionRecord, SessionStore, StoreError,
-    StreamLimits,
+    EventLog, FallbackEventLog, MemoryEventLog, MemorySessionStore, SessionRecord, SessionStore,
+    StoreError, StreamLimits,
 };
 use bytes::Bytes;
 use support::redis::RedisServer;
@@ -37,6 +37,17 @@ fn store_config(redis: &RedisServer, deployment: &str) -> StoreConfig {
 fn redis_log(redis: &RedisServer) -> Arc<dyn EventLog> {
     let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
     Arc::new(RedisEventLog::new(backend, LIMITS, WINDOW))
+}
+
+/// The event log a replica runs with a Redis store: Redis with a memory
+/// mirror and fallback.
+fn replica_log(redis: &RedisServer) -> Arc<dyn EventLog> {
+    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+    let redis_log = RedisEventLog::new(backend, LIMITS, WINDOW);
+    Arc::new(FallbackEventLog::new(
+        redis_log,
+        MemoryEventLog::new(LIMITS),
+    ))
 }
 
 fn redis_sessions(redis: &RedisServer, idle: Duration) -> Arc<dyn SessionStore> {
@@ -196,6 +207,56 @@ async fn a_reader_on_one_replica_follows_appends_made_on_another() {
     waiting_reader_is_woken(redis_log(&redis), redis_log(&redis)).await;
 }
 
+/// The wake-up across replicas is Redis pub/sub, not the reader's periodic
+/// re-check: with that re-check and the read's own wait both an hour long,
+/// a reader on another replica still gets an event appended after it began
+/// waiting.
+#[tokio::test]
+async fn a_reader_on_another_replica_is_woken_by_pub_sub() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let redis = RedisServer::start().await;
+    let writer = redis_log(&redis);
+    let backend = RedisBackend::new(&store_config(&redis, "contract")).expect("backend");
+    let reader_log = RedisEventLog::new(backend, LIMITS, WINDOW).with_poll(HOUR);
+    writer.open("ps", "sess").await.expect("open");
+    // Let the reader's pub/sub subscription come up first.
+    let mut subscribed = false;
+    for _ in 0..200 {
+        let clients = redis.command(&["CLIENT", "LIST"]).await;
+        if clients.matches(" psub=1 ").count() == 2 {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        subscribed,
+        "both replicas subscribe to their stream channels"
+    );
+    let xranges = || async {
+        let stats = redis.command(&["INFO", "commandstats"]).await;
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = xranges().await;
+    let reader = tokio::spawn(async move { reader_log.read("ps", 0, HOUR).await });
+    // The reader has looked once and found nothing: it is waiting now.
+    while xranges().await == before {
+        tokio::task::yield_now().await;
+    }
+    writer.append("ps", b("hello")).await.expect("append");
+    let batch = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the reader was never woken")
+        .expect("join")
+        .expect("read");
+    assert_eq!(batch.events, vec![(1, b("hello"))]);
+}
+
 #[tokio::test]
 async fn memory_session_store_keeps_the_contract() {
     let s: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::default());
@@ -217,6 +278,12 @@ async fn redis_keys_are_namespaced_and_all_have_ttls() {
     log.open("ns", "sess").await.expect("open");
     log.append("ns", b("x")).await.expect("append");
     sessions.save(record("ns-session")).await.expect("save");
+    let quick = replica_log(&redis);
+    quick
+        .open_for_request("ns-quick", "sess", b("{}"))
+        .await
+        .expect("open");
+    quick.append_last("ns-quick", b("x")).await.expect("answer");
     let keys = redis.command(&["KEYS", "*"]).await;
     let names: Vec<&str> = keys
         .lines()
@@ -228,14 +295,106 @@ async fn redis_keys_are_namespaced_and_all_have_ttls() {
         .map(|k| k.split(':').next().unwrap_or_default())
         .collect();
     kinds.sort_unstable();
-    // Session record, stream meta, stream events, the replica's liveness key.
-    assert_eq!(kinds, ["m", "replica", "s", "session"], "{keys}");
+    // Stream meta, a one-event stream, two replicas' liveness keys, stream
+    // events, session record.
+    assert_eq!(
+        kinds,
+        ["m", "o", "replica", "replica", "s", "session"],
+        "{keys}"
+    );
     for key in names {
         assert!(key.starts_with("ballast:contract:"), "{key}");
         let ttl = redis.command(&["PTTL", key]).await;
         let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("PTTL");
         assert!(ms > 0, "{key} has no TTL ({ms})");
     }
+}
+
+/// A call answered before its stream had to be visible: one `SET` (the
+/// `o:` key) instead of a Redis Stream, which every other replica still
+/// reads, owns and finishes like any stream — and which expires with the
+/// resume window.
+#[tokio::test]
+async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
+    let redis = RedisServer::start().await;
+    let writer = replica_log(&redis);
+    let other = redis_log(&redis);
+    writer
+        .open_for_request(
+            "quick",
+            "sess",
+            b(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+        )
+        .await
+        .expect("open");
+    let seq = writer
+        .append_last("quick", b("answer"))
+        .await
+        .expect("answer");
+    assert_eq!(seq, 1);
+    let keys = redis.command(&["KEYS", "ballast:contract:*quick"]).await;
+    assert!(keys.contains("ballast:contract:o:quick"), "{keys}");
+    assert!(
+        !keys.contains(":m:quick") && !keys.contains(":s:quick"),
+        "{keys}"
+    );
+
+    let all = other.read("quick", 0, Duration::ZERO).await.expect("read");
+    assert_eq!(all.events, vec![(1, b("answer"))]);
+    assert!(all.finished);
+    let rest = other.read("quick", 1, Duration::ZERO).await.expect("read");
+    assert!(rest.events.is_empty() && rest.finished);
+    assert_eq!(
+        other.owner("quick").await.expect("owner").as_deref(),
+        Some("sess")
+    );
+    assert!(other.claim_orphan("quick").await.expect("claim").is_none());
+    other
+        .finish("quick")
+        .await
+        .expect("finishing a finished stream");
+
+    tokio::time::sleep(WINDOW + Duration::from_millis(200)).await;
+    assert!(matches!(
+        other.read("quick", 0, Duration::ZERO).await,
+        Err(StoreError::UnknownStream)
+    ));
+    assert_eq!(other.owner("quick").await.expect("owner"), None);
+}
+
+/// A stream made visible before its first event (a slower call) is a Redis
+/// Stream another replica can follow live.
+#[tokio::test]
+async fn a_stream_made_visible_first_is_followed_by_other_replicas() {
+    let redis = RedisServer::start().await;
+    let writer = replica_log(&redis);
+    let other = redis_log(&redis);
+    writer
+        .open_for_request("slow", "sess", b("{}"))
+        .await
+        .expect("open");
+    writer.make_visible("slow").await.expect("visible");
+    let waiting = {
+        let other = other.clone();
+        tokio::spawn(async move { other.read("slow", 0, Duration::from_secs(5)).await })
+    };
+    writer.append("slow", b("progress")).await.expect("append");
+    let first = waiting.await.expect("join").expect("read");
+    assert_eq!(first.events, vec![(1, b("progress"))]);
+    assert!(!first.finished);
+    writer
+        .append_last("slow", b("answer"))
+        .await
+        .expect("answer");
+    let rest = other.read("slow", 1, Duration::ZERO).await.expect("read");
+    assert_eq!(rest.events, vec![(2, b("answer"))]);
+    assert!(rest.finished);
+    let keys = redis.command(&["KEYS", "ballast:contract:*slow"]).await;
+    assert!(
+        keys.contains(":m:slow") && keys.contains(":s:slow"),
+        "{keys}"
+    );
+    assert!(!keys.contains(":o:slow"), "{keys}");
 }
 
 #[tokio::test]

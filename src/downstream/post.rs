@@ -53,7 +53,7 @@ async fn handle(
         Body::Single(message) => {
             let session = super::session_of(&gw, &parts.headers).await?;
             guard::check_protocol_version(&parts.headers)?;
-            handle_message(gw, session, message, accepts).await
+            handle_message(gw, session, message, accepts, bytes).await
         }
         Body::Batch(messages) => {
             let session = super::session_of(&gw, &parts.headers).await?;
@@ -147,11 +147,14 @@ pub(super) fn read_spec(
     }
 }
 
+/// Handles one message of session `session`; `raw` is the POST body, which
+/// holds exactly `message` (kept with a request's stream in a shared store).
 async fn handle_message(
     gw: Arc<Gateway>,
     session: Arc<Session>,
     message: Message,
     accepts: Accepts,
+    raw: Bytes,
 ) -> Result<Response, DownstreamError> {
     session.touch();
     match message {
@@ -169,10 +172,10 @@ async fn handle_message(
             }
             begin(&gw, &session, &r.id).await?;
             if accepts.sse {
-                // Kept with the stream only in a shared store (takeover).
+                // Kept with the stream only in a shared store (takeover):
+                // the body as received, which is this one request.
                 let opened = if gw.redis.is_some() {
-                    let request = Message::Request(r.clone()).to_bytes();
-                    Sink::open_for(gw.log.clone(), &session.id, request).await
+                    Sink::open_for(gw.log.clone(), &session.id, raw).await
                 } else {
                     Sink::open(gw.log.clone(), &session.id).await
                 };

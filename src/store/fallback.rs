@@ -12,7 +12,7 @@
 //! mid-stream it continues there from the seq Redis stopped at, so the
 //! readers on this replica go on without a gap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,8 +26,18 @@ use super::{
 use crate::observe::metrics;
 use crate::resilience::BreakerState;
 
-/// A stream opened for a request, not yet in Redis: (session, request).
-type Pending = (Arc<str>, Bytes);
+/// Where a stream this replica writes stands, when not simply in Redis
+/// (mirrored here).
+enum Place {
+    /// Opened for a request, not yet in Redis: its first event opens it
+    /// there in the same round trip, or `make_visible` does first.
+    Pending { session: Arc<str>, request: Bytes },
+    /// Held only in memory: opened during an outage, or moved there when
+    /// Redis failed mid-stream.
+    MemoryOnly,
+    /// In Redis as one key (answered at once), not delivered yet.
+    OneShot,
+}
 
 /// An [`EventLog`] on Redis that falls back to memory.
 ///
@@ -39,12 +49,8 @@ type Pending = (Arc<str>, Bytes);
 pub struct FallbackEventLog {
     redis: RedisEventLog,
     memory: MemoryEventLog,
-    /// Streams held only in memory (opened during an outage, or moved
-    /// there when Redis failed mid-stream); the others in `memory` mirror Redis.
-    memory_only: Mutex<HashSet<Arc<str>>>,
-    /// Streams for a request not yet opened in Redis: their first event
-    /// opens them in the same round trip, or `make_visible` does first.
-    pending: Mutex<HashMap<Arc<str>, Pending>>,
+    /// Streams pending or memory-only; the others in `memory` mirror Redis.
+    places: Mutex<HashMap<Arc<str>, Place>>,
 }
 
 impl FallbackEventLog {
@@ -53,21 +59,32 @@ impl FallbackEventLog {
         Self {
             redis,
             memory,
-            memory_only: Mutex::new(HashSet::new()),
-            pending: Mutex::new(HashMap::new()),
+            places: Mutex::new(HashMap::new()),
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<Arc<str>, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn memory_only(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
-        self.memory_only.lock().unwrap_or_else(|p| p.into_inner())
+    fn places(&self) -> MutexGuard<'_, HashMap<Arc<str>, Place>> {
+        self.places.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_memory_only(&self, stream: &str) -> bool {
-        self.memory_only().contains(stream)
+        matches!(self.places().get(stream), Some(Place::MemoryOnly))
+    }
+
+    fn set_memory_only(&self, stream: &str) {
+        self.places().insert(stream.into(), Place::MemoryOnly);
+    }
+
+    /// Takes `stream`'s pending opening, if it has one.
+    fn take_pending(&self, stream: &str) -> Option<(Arc<str>, Bytes)> {
+        let mut places = self.places();
+        match places.remove(stream)? {
+            Place::Pending { session, request } => Some((session, request)),
+            other => {
+                places.insert(stream.into(), other);
+                None
+            }
+        }
     }
 
     /// Redis failed for `stream`: from now on it lives in memory only. A
@@ -82,7 +99,7 @@ impl FallbackEventLog {
             self.memory.adopt(stream, &l.owner, l.last_seq);
         }
         tracing::debug!(%stream, "redis failed mid-stream; the stream continues in memory");
-        self.memory_only().insert(stream.into());
+        self.set_memory_only(stream);
         true
     }
 
@@ -96,10 +113,21 @@ impl FallbackEventLog {
                 self.memory.append(stream, data).await
             }
         };
-        if self.is_memory_only(stream) {
-            return in_memory(data).await;
-        }
-        let opening = self.pending().remove(stream);
+        // One look: memory-only, pending (taken), or in Redis.
+        let place = {
+            let mut places = self.places();
+            let place = places.remove(stream);
+            if let Some(Place::MemoryOnly) = place {
+                places.insert(stream.into(), Place::MemoryOnly);
+            }
+            place
+        };
+        let opening = match place {
+            Some(Place::MemoryOnly) => return in_memory(data).await,
+            Some(Place::Pending { session, request }) => Some((session, request)),
+            Some(Place::OneShot) | None => None,
+        };
+        let one_shot = opening.is_some() && last;
         let in_redis = match (opening, last) {
             (Some((session, request)), _) => {
                 self.redis
@@ -111,10 +139,14 @@ impl FallbackEventLog {
         };
         match in_redis {
             Ok(seq) => {
-                if self.memory.contains(stream) {
-                    self.memory.insert(stream, seq, data, last)?;
+                if one_shot {
+                    self.places().insert(stream.into(), Place::OneShot);
                 }
-                Ok(seq)
+                match self.memory.insert(stream, seq, data, last) {
+                    // Not mirrored here: a stream this replica took over.
+                    Ok(()) | Err(StoreError::UnknownStream) => Ok(seq),
+                    Err(e) => Err(e),
+                }
             }
             Err(StoreError::Unavailable(_)) if self.move_to_memory(stream) => in_memory(data).await,
             Err(e) => Err(e),
@@ -130,7 +162,7 @@ impl FallbackEventLog {
         match in_redis {
             Ok(()) => self.memory.open(stream, session).await,
             Err(StoreError::Unavailable(_)) => {
-                self.memory_only().insert(stream.into());
+                self.set_memory_only(stream);
                 self.memory.open(stream, session).await
             }
             Err(e) => Err(e),
@@ -160,20 +192,23 @@ impl EventLog for FallbackEventLog {
             // Deferred: a quick answer opens it in Redis with its first
             // event (one round trip); `make_visible` opens it otherwise.
             self.memory.open(stream, session).await?;
-            self.pending()
-                .insert(stream.into(), (session.into(), request));
+            let place = Place::Pending {
+                session: session.into(),
+                request,
+            };
+            self.places().insert(stream.into(), place);
             Ok(())
         })
     }
 
     fn make_visible<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let Some((session, request)) = self.pending().remove(stream) else {
+            let Some((session, request)) = self.take_pending(stream) else {
                 return Ok(());
             };
             match self.redis.open_for_request(stream, &session, request).await {
                 Err(StoreError::Unavailable(_)) => {
-                    self.memory_only().insert(stream.into());
+                    self.set_memory_only(stream);
                     Ok(())
                 }
                 other => other,
@@ -209,9 +244,16 @@ impl EventLog for FallbackEventLog {
     }
 
     fn delivered(&self, stream: &str) {
-        // The mirror goes early; Redis keeps its copy the resume window
-        // (its TTL), for readers on other replicas.
+        // Both copies go early, as in memory alone.
         self.memory.delivered(stream);
+        let place = self.places().remove(stream);
+        match place {
+            Some(Place::OneShot) => self.redis.shorten(stream, true),
+            None => self.redis.shorten(stream, false),
+            Some(other) => {
+                self.places().insert(stream.into(), other);
+            }
+        }
     }
 
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -236,8 +278,9 @@ impl EventLog for FallbackEventLog {
         wait: Duration,
     ) -> BoxFuture<'a, Result<Batch, StoreError>> {
         Box::pin(async move {
-            if self.memory.contains(stream) {
-                return self.memory.read(stream, after, wait).await;
+            match self.memory.read(stream, after, wait).await {
+                Err(StoreError::UnknownStream) => {}
+                held_here => return held_here,
             }
             match self.redis.read(stream, after, wait).await {
                 // Moved to memory while this reader waited on Redis.
@@ -251,8 +294,8 @@ impl EventLog for FallbackEventLog {
 
     fn owner<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Arc<str>>, StoreError>> {
         Box::pin(async move {
-            if self.memory.contains(stream) {
-                return self.memory.owner(stream).await;
+            if let Some(owner) = self.memory.owner(stream).await? {
+                return Ok(Some(owner));
             }
             self.redis.owner(stream).await
         })
@@ -266,8 +309,7 @@ impl EventLog for FallbackEventLog {
         Box::pin(async move {
             let dropped = self.memory.expire(resume_window, ended).await;
             self.redis.expire(resume_window, ended).await;
-            self.memory_only().retain(|s| self.memory.contains(s));
-            self.pending().retain(|s, _| self.memory.contains(s));
+            self.places().retain(|s, _| self.memory.contains(s));
             dropped
         })
     }

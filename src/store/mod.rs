@@ -84,7 +84,7 @@ pub struct Orphan {
 }
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The stream does not exist (never opened, or expired).
     #[error("unknown or expired stream")]

@@ -7,6 +7,11 @@
 //! - `s:<stream>` — the events: a Redis Stream whose entry ids are `0-<seq>`,
 //!   field `d` = the JSON-RPC message.
 //! - channel `n:<stream>` — a pub/sub message per append and on finish.
+//! - `o:<stream>` — instead of the three above, a stream whose whole life was
+//!   one event (a call answered before its stream had to be visible): one
+//!   string, `<owner>\n<event>`, written by one plain `SET … PX`. Nobody can
+//!   have been following it (its id was not out yet), so nothing is
+//!   published; nobody can claim it (it is finished).
 //!
 //! `append` is one Lua script (atomic): next seq, `XADD`, trim the oldest
 //! entries beyond `stream_max_events`/`stream_max_bytes` (never the newest),
@@ -24,6 +29,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::RedisBackend;
+use super::batch::SetBatcher;
 use super::notify::{self, POLL, Waiters};
 use crate::store::{Batch, EventLog, Orphan, StoreError, StreamLimits};
 
@@ -84,8 +90,11 @@ redis.call('HSET', KEYS[1], 'writer', ARGV[2])
 return { m[3] or '', m[4] or '0' }
 ";
 
+/// KEYS: meta, events, one-shot; ARGV: TTL ms, channel.
 const FINISH: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.call('EXISTS', KEYS[3]) == 1 and 1 or -1
+end
 redis.call('HSET', KEYS[1], 'fin', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
@@ -93,15 +102,14 @@ redis.call('PUBLISH', ARGV[2], 'fin')
 return 1
 ";
 
-/// What this process knows of a stream it opened.
+/// What this process knows of a stream it writes, kept until the stream
+/// is finished (after that, its Redis TTL is all there is to it).
 #[derive(Debug, Clone)]
 pub struct Local {
     /// The owning session.
     pub owner: Arc<str>,
     /// The last seq this process appended.
     pub last_seq: u64,
-    /// When this process finished it.
-    pub finished: Option<Instant>,
 }
 
 /// What a first append needs to create its stream.
@@ -123,6 +131,10 @@ pub struct RedisEventLog {
     claim: redis::Script,
     open: redis::Script,
     waiters: Arc<Waiters>,
+    /// The one-event streams' `SET`s, pipelined.
+    sets: SetBatcher,
+    /// How often a waiting reader re-checks Redis without a wake-up.
+    poll: Duration,
     /// Streams opened by this process.
     local: Mutex<HashMap<Arc<str>, Local>>,
     _listener: tokio_util::sync::DropGuard,
@@ -141,6 +153,7 @@ impl RedisEventLog {
             stop.clone(),
         ));
         tokio::spawn(heartbeat(Arc::downgrade(&backend), stop.clone()));
+        let sets = SetBatcher::new(&backend);
         Self {
             backend,
             limits,
@@ -150,9 +163,19 @@ impl RedisEventLog {
             claim: redis::Script::new(CLAIM),
             open: redis::Script::new(OPEN),
             waiters,
+            sets,
+            poll: POLL,
             local: Mutex::new(HashMap::new()),
             _listener: stop.drop_guard(),
         }
+    }
+
+    /// Readers waiting on a stream re-check Redis every `poll` (default
+    /// [`POLL`], 500 ms) in case a pub/sub wake-up was lost.
+    #[must_use]
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 
     fn local(&self) -> MutexGuard<'_, HashMap<Arc<str>, Local>> {
@@ -171,11 +194,17 @@ impl RedisEventLog {
         )
     }
 
+    /// The key of `stream` held as one event (see the module docs).
+    fn one_shot_key(&self, stream: &str) -> String {
+        format!("{}o:{stream}", self.backend.prefix())
+    }
+
     /// One look at the stream: events after `after`, and whether it is
     /// finished. `UnknownStream` if its keys are gone.
     async fn fetch(&self, stream: &str, after: u64) -> Result<Batch, StoreError> {
         let (meta, events) = self.keys(stream);
-        let (fin, entries): (Option<String>, Vec<Entry>) = self
+        let one_shot = self.one_shot_key(stream);
+        let (fin, entries, single): (Option<String>, Vec<Entry>, Option<Vec<u8>>) = self
             .backend
             .run(|mut c| async move {
                 redis::pipe()
@@ -184,10 +213,23 @@ impl RedisEventLog {
                     .arg(&events)
                     .arg(format!("(0-{after}"))
                     .arg("+")
+                    .get(&one_shot)
                     .query_async(&mut c)
                     .await
             })
             .await?;
+        if let Some(single) = single {
+            let (_, data) = split_one_shot(&single).ok_or(StoreError::UnknownStream)?;
+            let events = if after < 1 {
+                vec![(1, Bytes::copy_from_slice(data))]
+            } else {
+                Vec::new()
+            };
+            return Ok(Batch {
+                events,
+                finished: true,
+            });
+        }
         let Some(fin) = fin else {
             return Err(StoreError::UnknownStream);
         };
@@ -206,6 +248,12 @@ impl RedisEventLog {
     }
 }
 
+/// `<owner>\n<event>` split in two; `None` if it is not that.
+fn split_one_shot(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nl = value.iter().position(|&b| b == b'\n')?;
+    Some((&value[..nl], &value[nl + 1..]))
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -222,7 +270,6 @@ impl RedisEventLog {
         self.local().entry(stream.into()).or_insert_with(|| Local {
             owner: session.into(),
             last_seq: 0,
-            finished: None,
         });
         let (meta, _) = self.keys(stream);
         let writer = self.backend.replica();
@@ -261,10 +308,12 @@ impl RedisEventLog {
         data: Bytes,
         last: bool,
     ) -> Result<u64, StoreError> {
+        if last {
+            return self.put_one_shot(stream, session, &data).await;
+        }
         self.local().entry(stream.into()).or_insert_with(|| Local {
             owner: session.into(),
             last_seq: 0,
-            finished: None,
         });
         let opening = Opening {
             owner: session,
@@ -275,6 +324,39 @@ impl RedisEventLog {
             self.local().remove(stream);
         }
         pushed
+    }
+
+    /// `stream` was delivered to its client: its keys (`o:` if `one_shot`,
+    /// else `m:` and `s:`) now live [`StreamLimits::delivered_ttl`] instead
+    /// of the resume window, as in memory. Sent with the next batch; not
+    /// waited for.
+    pub fn shorten(&self, stream: &str, one_shot: bool) {
+        let keys = if one_shot {
+            vec![self.one_shot_key(stream)]
+        } else {
+            let (meta, events) = self.keys(stream);
+            vec![meta, events]
+        };
+        self.sets.expire(keys, ms(self.limits.delivered_ttl));
+    }
+
+    /// Stores a stream whose first event is its last as one key (module
+    /// docs): one `SET … PX resume_window`, sent with the other calls' in
+    /// one pipeline ([`SetBatcher`]). Seq 1.
+    async fn put_one_shot(
+        &self,
+        stream: &str,
+        owner: &str,
+        data: &[u8],
+    ) -> Result<u64, StoreError> {
+        let key = self.one_shot_key(stream);
+        let mut value = Vec::with_capacity(owner.len() + 1 + data.len());
+        value.extend_from_slice(owner.as_bytes());
+        value.push(b'\n');
+        value.extend_from_slice(data);
+        self.sets.set(key, value, ms(self.resume_window)).await?;
+        // No reader can be waiting on it: its id was not out yet.
+        Ok(1)
     }
 
     /// One append (and, if `last`, the finish) in one script call. For a
@@ -325,11 +407,11 @@ impl RedisEventLog {
             .await?;
         self.waiters.wake(stream);
         let seq = u64::try_from(seq).map_err(|_| StoreError::UnknownStream)?;
-        if let Some(l) = self.local().get_mut(stream) {
+        let mut local = self.local();
+        if last {
+            local.remove(stream);
+        } else if let Some(l) = local.get_mut(stream) {
             l.last_seq = seq;
-            if last {
-                l.finished.get_or_insert_with(Instant::now);
-            }
         }
         Ok(seq)
     }
@@ -417,14 +499,8 @@ impl EventLog for RedisEventLog {
             };
             let last_seq = seq.parse().unwrap_or(0);
             let owner = self.owner(stream).await?.unwrap_or_else(|| "".into());
-            self.local().insert(
-                stream.into(),
-                Local {
-                    owner,
-                    last_seq,
-                    finished: None,
-                },
-            );
+            self.local()
+                .insert(stream.into(), Local { owner, last_seq });
             Ok(Some(Orphan {
                 request: (!request.is_empty()).then(|| Bytes::from(request)),
                 last_seq,
@@ -451,6 +527,7 @@ impl EventLog for RedisEventLog {
     fn finish<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let (meta, events) = self.keys(stream);
+            let one_shot = self.one_shot_key(stream);
             let channel = notify::channel(&self.backend, stream);
             let script = &self.finish;
             let window = ms(self.resume_window);
@@ -460,15 +537,14 @@ impl EventLog for RedisEventLog {
                     script
                         .key(&meta)
                         .key(&events)
+                        .key(&one_shot)
                         .arg(window)
                         .arg(&channel)
                         .invoke_async(&mut c)
                         .await
                 })
                 .await?;
-            if let Some(l) = self.local().get_mut(stream) {
-                l.finished.get_or_insert_with(Instant::now);
-            }
+            self.local().remove(stream);
             self.waiters.wake(stream);
             if found < 0 {
                 return Err(StoreError::UnknownStream);
@@ -498,7 +574,7 @@ impl EventLog for RedisEventLog {
                 if now >= deadline {
                     return Ok(batch);
                 }
-                let _ = tokio::time::timeout_at(deadline.min(now + POLL), woken).await;
+                let _ = tokio::time::timeout_at(deadline.min(now + self.poll), woken).await;
             }
         })
     }
@@ -506,29 +582,39 @@ impl EventLog for RedisEventLog {
     fn owner<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Arc<str>>, StoreError>> {
         Box::pin(async move {
             let (meta, _) = self.keys(stream);
-            let owner: Option<String> = self
+            let one_shot = self.one_shot_key(stream);
+            let (owner, single): (Option<String>, Option<Vec<u8>>) = self
                 .backend
                 .run(|mut c| async move {
-                    redis::cmd("HGET")
-                        .arg(&meta)
-                        .arg("owner")
+                    redis::pipe()
+                        .hget(&meta, "owner")
+                        .get(&one_shot)
                         .query_async(&mut c)
                         .await
                 })
                 .await?;
-            Ok(owner.map(Arc::from))
+            if let Some(owner) = owner {
+                return Ok(Some(owner.into()));
+            }
+            Ok(single
+                .as_deref()
+                .and_then(split_one_shot)
+                .and_then(|(owner, _)| std::str::from_utf8(owner).ok())
+                .map(Arc::from))
         })
     }
 
     fn expire<'a>(
         &'a self,
-        resume_window: Duration,
+        _resume_window: Duration,
         ended: &'a [Arc<str>],
     ) -> BoxFuture<'a, usize> {
         Box::pin(async move {
-            // Redis expires keys by their TTLs; this forgets this process's
-            // bookkeeping and deletes the streams of sessions that ended here.
-            let now = Instant::now();
+            // Redis expires keys by their TTLs (a finished stream's is the
+            // resume window); this deletes the unfinished streams this
+            // process writes for sessions that ended here. Finished ones
+            // are left to their TTL: their session is gone, so no replica
+            // serves them any more.
             let mut doomed = Vec::new();
             let dropped = {
                 let mut local = self.local();
@@ -538,10 +624,7 @@ impl EventLog for RedisEventLog {
                     if orphaned {
                         doomed.push(stream.clone());
                     }
-                    let expired = l
-                        .finished
-                        .is_some_and(|t| now.duration_since(t) >= resume_window);
-                    !orphaned && !expired
+                    !orphaned
                 });
                 before - local.len()
             };
@@ -550,13 +633,17 @@ impl EventLog for RedisEventLog {
                     .iter()
                     .flat_map(|s| {
                         let (m, e) = self.keys(s);
-                        [m, e]
+                        [m, e, self.one_shot_key(s)]
                     })
                     .collect();
+                // UNLINK: Redis frees them off its main thread.
                 let deleted = self
                     .backend
                     .run(|mut c| async move {
-                        redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await
+                        redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async::<()>(&mut c)
+                            .await
                     })
                     .await;
                 if let Err(e) = deleted {

@@ -14,6 +14,7 @@
 //! Every key has a TTL; nothing secret is stored (session records hold the
 //! negotiated version and the client's `initialize` params, never tokens).
 
+mod batch;
 mod cache;
 mod events;
 mod notify;
@@ -26,8 +27,10 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+pub use self::batch::SetBatcher;
 pub use self::cache::RedisCache;
 pub use self::events::{HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog};
+pub use self::notify::POLL;
 pub use self::rate::RedisRateLimit;
 pub use self::sessions::RedisSessionStore;
 use super::StoreError;

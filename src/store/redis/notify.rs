@@ -16,7 +16,7 @@ use super::RedisBackend;
 
 /// Longest a reader waits between checks of Redis, in case a pub/sub
 /// message was lost.
-pub(super) const POLL: Duration = Duration::from_millis(500);
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// Per-stream wake-ups for readers waiting in this process.
 #[derive(Default)]

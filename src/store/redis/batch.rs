@@ -1,0 +1,112 @@
+//! Group commit for one-event streams (the `o:` keys, see `events.rs`):
+//! the `SET`s of calls answered at about the same time go to Redis as one
+//! pipeline, one round trip and one socket write for all of them, with one
+//! pipeline in flight at a time. The `PEXPIRE`s that shorten delivered
+//! streams' TTLs ride along, unanswered. Calls that come while it is in flight go
+//! in the next one, so a busy replica sends few large writes instead of
+//! many small ones (fewer syscalls on both sides), and a quiet one sends
+//! each `SET` at once (a batch of one: no added wait).
+//!
+//! Each caller still gets its own answer after Redis has its key, before
+//! any socket sees the event; a failed pipeline fails every call in it
+//! (each then falls back to memory, as a failed `SET` would).
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::RedisBackend;
+use crate::store::StoreError;
+
+/// Most commands in one pipeline.
+const MAX_BATCH: usize = 256;
+
+/// One command of a batch.
+enum Op {
+    /// `SET key value PX ttl_ms`, and who waits for it.
+    Set {
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// `PEXPIRE key ttl_ms` for each key; nobody waits (a lost one leaves
+    /// the longer TTL).
+    Expire { keys: Vec<String>, ttl_ms: u64 },
+}
+
+/// The sending side; the task that writes the batches ends when it drops.
+pub struct SetBatcher {
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+impl SetBatcher {
+    /// Spawns the batching task on the current tokio runtime. It holds
+    /// `backend` weakly and ends when the batcher or the backend is dropped.
+    pub fn new(backend: &Arc<RedisBackend>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(Arc::downgrade(backend), rx));
+        Self { tx }
+    }
+
+    /// `SET key value PX ttl_ms` in the next pipeline; returns once Redis
+    /// answered it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the pipeline failed (breaker open,
+    /// timeout, Redis error) or the batching task is gone.
+    pub async fn set(&self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        let set = Op::Set {
+            key,
+            value,
+            ttl_ms,
+            done,
+        };
+        let gone = || StoreError::Unavailable("redis batch writer stopped".into());
+        self.tx.send(set).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// `PEXPIRE key ttl_ms` for each of `keys` in the next pipeline, without
+    /// waiting for it.
+    pub fn expire(&self, keys: Vec<String>, ttl_ms: u64) {
+        let _ = self.tx.send(Op::Expire { keys, ttl_ms });
+    }
+}
+
+async fn run(backend: Weak<RedisBackend>, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(b) = backend.upgrade() else { return };
+        let mut pipe = redis::pipe();
+        for op in &batch {
+            match op {
+                Op::Set {
+                    key, value, ttl_ms, ..
+                } => {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(*ttl_ms)
+                        .ignore();
+                }
+                Op::Expire { keys, ttl_ms } => {
+                    for key in keys {
+                        pipe.cmd("PEXPIRE").arg(key).arg(*ttl_ms).ignore();
+                    }
+                }
+            }
+        }
+        let sent = b
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await;
+        drop(b);
+        for op in batch.drain(..) {
+            if let Op::Set { done, .. } = op {
+                let _ = done.send(sent.clone());
+            }
+        }
+    }
+}
