@@ -42,8 +42,12 @@ fn redis_log(redis: &RedisServer) -> Arc<dyn EventLog> {
 /// The event log a replica runs with a Redis store: Redis with a memory
 /// mirror and fallback.
 fn replica_log(redis: &RedisServer) -> Arc<dyn EventLog> {
+    replica_log_with(redis, WINDOW)
+}
+
+fn replica_log_with(redis: &RedisServer, resume_window: Duration) -> Arc<dyn EventLog> {
     let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
-    let redis_log = RedisEventLog::new(backend, LIMITS, WINDOW);
+    let redis_log = RedisEventLog::new(backend, LIMITS, resume_window);
     Arc::new(FallbackEventLog::new(
         redis_log,
         MemoryEventLog::new(LIMITS),
@@ -312,12 +316,12 @@ async fn redis_keys_are_namespaced_and_all_have_ttls() {
 
 /// A call answered before its stream had to be visible: one `SET` (the
 /// `o:` key) instead of a Redis Stream, which every other replica still
-/// reads, owns and finishes like any stream — and which expires with the
-/// resume window.
+/// reads, owns and finishes like any stream — and which, once delivered,
+/// expires after `delivered_ttl` instead of the (here 1 min) resume window.
 #[tokio::test]
 async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
     let redis = RedisServer::start().await;
-    let writer = replica_log(&redis);
+    let writer = replica_log_with(&redis, Duration::from_secs(60));
     let other = redis_log(&redis);
     writer
         .open_for_request(
@@ -354,7 +358,23 @@ async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
         .await
         .expect("finishing a finished stream");
 
-    tokio::time::sleep(WINDOW + Duration::from_millis(200)).await;
+    // Delivered to its client: Redis keeps it `delivered_ttl`, as memory
+    // does (not the minute it was stored for: it is gone, or about to go).
+    writer.delivered("quick");
+    let limit = i64::try_from(LIMITS.delivered_ttl.as_millis()).expect("ms");
+    let mut shortened = false;
+    for _ in 0..200 {
+        let ttl = redis.command(&["PTTL", "ballast:contract:o:quick"]).await;
+        let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("PTTL");
+        if ms <= limit {
+            shortened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(shortened, "the delivered stream's TTL is cut to {limit} ms");
+
+    tokio::time::sleep(LIMITS.delivered_ttl + Duration::from_millis(200)).await;
     assert!(matches!(
         other.read("quick", 0, Duration::ZERO).await,
         Err(StoreError::UnknownStream)

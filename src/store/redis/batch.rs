@@ -11,8 +11,10 @@
 //! any socket sees the event; a failed pipeline fails every call in it
 //! (each then falls back to memory, as a failed `SET` would).
 
+use std::io::Write;
 use std::sync::{Arc, Weak};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RedisBackend;
@@ -21,18 +23,40 @@ use crate::store::StoreError;
 /// Most commands in one pipeline.
 const MAX_BATCH: usize = 256;
 
+/// A value written as `<head>\n<body>`, straight into the command (no
+/// joined copy first).
+pub struct Joined {
+    /// Before the newline (it must not hold one).
+    pub head: Arc<str>,
+    /// After it.
+    pub body: Bytes,
+}
+
+impl redis::ToRedisArgs for Joined {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        let mut arg = out.writer_for_next_arg();
+        // Writing to a command's memory buffer cannot fail.
+        let _ = arg.write_all(self.head.as_bytes());
+        let _ = arg.write_all(b"\n");
+        let _ = arg.write_all(&self.body);
+    }
+}
+
 /// One command of a batch.
 enum Op {
     /// `SET key value PX ttl_ms`, and who waits for it.
     Set {
         key: String,
-        value: Vec<u8>,
+        value: Joined,
         ttl_ms: u64,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// `PEXPIRE key ttl_ms` for each key; nobody waits (a lost one leaves
-    /// the longer TTL).
-    Expire { keys: Vec<String>, ttl_ms: u64 },
+    /// `PEXPIRE key ttl_ms`; nobody waits (a lost one leaves the longer
+    /// TTL).
+    Expire { key: String, ttl_ms: u64 },
 }
 
 /// The sending side; the task that writes the batches ends when it drops.
@@ -55,7 +79,7 @@ impl SetBatcher {
     /// # Errors
     /// [`StoreError::Unavailable`] when the pipeline failed (breaker open,
     /// timeout, Redis error) or the batching task is gone.
-    pub async fn set(&self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), StoreError> {
+    pub async fn set(&self, key: String, value: Joined, ttl_ms: u64) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
         let set = Op::Set {
             key,
@@ -68,10 +92,9 @@ impl SetBatcher {
         answer.await.map_err(|_| gone())?
     }
 
-    /// `PEXPIRE key ttl_ms` for each of `keys` in the next pipeline, without
-    /// waiting for it.
-    pub fn expire(&self, keys: Vec<String>, ttl_ms: u64) {
-        let _ = self.tx.send(Op::Expire { keys, ttl_ms });
+    /// `PEXPIRE key ttl_ms` in the next pipeline, without waiting for it.
+    pub fn expire(&self, key: String, ttl_ms: u64) {
+        let _ = self.tx.send(Op::Expire { key, ttl_ms });
     }
 }
 
@@ -79,23 +102,20 @@ async fn run(backend: Weak<RedisBackend>, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(b) = backend.upgrade() else { return };
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(batch.len());
         for op in &batch {
             match op {
                 Op::Set {
                     key, value, ttl_ms, ..
                 } => {
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(*ttl_ms)
-                        .ignore();
+                    // Sized once: SET, key, value, PX, ttl.
+                    let size = 3 + key.len() + value.head.len() + 1 + value.body.len() + 2 + 20;
+                    let mut set = redis::Cmd::with_capacity(5, size);
+                    set.arg("SET").arg(key).arg(value).arg("PX").arg(*ttl_ms);
+                    pipe.add_command(set).ignore();
                 }
-                Op::Expire { keys, ttl_ms } => {
-                    for key in keys {
-                        pipe.cmd("PEXPIRE").arg(key).arg(*ttl_ms).ignore();
-                    }
+                Op::Expire { key, ttl_ms } => {
+                    pipe.cmd("PEXPIRE").arg(key).arg(*ttl_ms).ignore();
                 }
             }
         }

@@ -29,7 +29,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::RedisBackend;
-use super::batch::SetBatcher;
+use super::batch::{Joined, SetBatcher};
 use super::notify::{self, POLL, Waiters};
 use crate::store::{Batch, EventLog, Orphan, StoreError, StreamLimits};
 
@@ -303,16 +303,16 @@ impl RedisEventLog {
     pub async fn open_and_push(
         &self,
         stream: &str,
-        session: &str,
+        session: &Arc<str>,
         request: Option<Bytes>,
         data: Bytes,
         last: bool,
     ) -> Result<u64, StoreError> {
         if last {
-            return self.put_one_shot(stream, session, &data).await;
+            return self.put_one_shot(stream, session.clone(), data).await;
         }
         self.local().entry(stream.into()).or_insert_with(|| Local {
-            owner: session.into(),
+            owner: session.clone(),
             last_seq: 0,
         });
         let opening = Opening {
@@ -331,13 +331,14 @@ impl RedisEventLog {
     /// of the resume window, as in memory. Sent with the next batch; not
     /// waited for.
     pub fn shorten(&self, stream: &str, one_shot: bool) {
-        let keys = if one_shot {
-            vec![self.one_shot_key(stream)]
+        let ttl = ms(self.limits.delivered_ttl);
+        if one_shot {
+            self.sets.expire(self.one_shot_key(stream), ttl);
         } else {
             let (meta, events) = self.keys(stream);
-            vec![meta, events]
-        };
-        self.sets.expire(keys, ms(self.limits.delivered_ttl));
+            self.sets.expire(meta, ttl);
+            self.sets.expire(events, ttl);
+        }
     }
 
     /// Stores a stream whose first event is its last as one key (module
@@ -346,14 +347,14 @@ impl RedisEventLog {
     async fn put_one_shot(
         &self,
         stream: &str,
-        owner: &str,
-        data: &[u8],
+        owner: Arc<str>,
+        data: Bytes,
     ) -> Result<u64, StoreError> {
         let key = self.one_shot_key(stream);
-        let mut value = Vec::with_capacity(owner.len() + 1 + data.len());
-        value.extend_from_slice(owner.as_bytes());
-        value.push(b'\n');
-        value.extend_from_slice(data);
+        let value = Joined {
+            head: owner,
+            body: data,
+        };
         self.sets.set(key, value, ms(self.resume_window)).await?;
         // No reader can be waiting on it: its id was not out yet.
         Ok(1)
