@@ -417,6 +417,68 @@ async fn a_stream_made_visible_first_is_followed_by_other_replicas() {
     assert!(!keys.contains(":o:slow"), "{keys}");
 }
 
+/// Redis Cluster is not supported: a `url` that points at a cluster node
+/// (here one of two, each serving half the hash slots, so half the keys
+/// are `MOVED`) opens the store's breaker, and the streams go to memory
+/// instead of failing.
+#[tokio::test]
+async fn a_redis_cluster_node_is_refused_and_streams_stay_in_memory() {
+    let node_a = RedisServer::start_cluster_node().await;
+    let node_b = RedisServer::start_cluster_node().await;
+    node_a
+        .command(&["CLUSTER", "ADDSLOTSRANGE", "0", "8191"])
+        .await;
+    node_b
+        .command(&["CLUSTER", "ADDSLOTSRANGE", "8192", "16383"])
+        .await;
+    node_a
+        .command(&["CLUSTER", "MEET", "127.0.0.1", &node_b.port.to_string()])
+        .await;
+    let mut formed = false;
+    for _ in 0..500 {
+        let info = node_a.command(&["CLUSTER", "INFO"]).await;
+        if info.contains("cluster_state:ok") {
+            formed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(formed, "the two-node cluster formed");
+
+    let backend = RedisBackend::new(&store_config(&node_a, "cluster")).expect("backend");
+    let log = FallbackEventLog::new(
+        RedisEventLog::new(backend.clone(), LIMITS, WINDOW),
+        MemoryEventLog::new(LIMITS),
+    );
+    // Streams whose keys node B serves: node A answers MOVED for each.
+    let mut streams = Vec::new();
+    for i in 0..200 {
+        let key = format!("ballast:cluster:o:c{i}");
+        let slot = node_a.command(&["CLUSTER", "KEYSLOT", &key]).await;
+        let slot: u16 = slot.trim().trim_start_matches(':').parse().expect("slot");
+        if slot >= 8192 {
+            streams.push(format!("c{i}"));
+        }
+        if streams.len() == 10 {
+            break;
+        }
+    }
+    assert_eq!(streams.len(), 10);
+    for stream in streams {
+        log.open_for_request(&stream, "sess", b("{}"))
+            .await
+            .expect("open");
+        let seq = log.append_last(&stream, b("answer")).await.expect("answer");
+        assert_eq!(seq, 1);
+        let back = log.read(&stream, 0, Duration::ZERO).await.expect("read");
+        assert_eq!(back.events, vec![(1, b("answer"))], "{stream}");
+    }
+    assert!(
+        ballast::store::on_fallback(&backend),
+        "the breaker opened: new data goes to memory"
+    );
+}
+
 #[tokio::test]
 async fn a_session_record_expires_after_the_idle_timeout_unless_touched() {
     let redis = RedisServer::start().await;

@@ -8,20 +8,61 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+/// A number no other call in this process got.
+#[allow(dead_code)]
+pub fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// More `redis-server` arguments (e.g. cluster mode).
+    extra: Vec<String>,
+    /// A directory of this server's own, removed when it is dropped.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts one on a free port; waits until it answers PING.
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// Starts one as a Redis Cluster node (no slots yet), its cluster state
+    /// file in a fresh temporary directory.
+    #[allow(dead_code)]
+    pub async fn start_cluster_node() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ballast-redis-cluster-{}-{}",
+            std::process::id(),
+            crate::support::redis::unique()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = Self::start_with(vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ])
+        .await;
+        server.dir = Some(dir);
+        server
+    }
+
+    async fn start_with(extra: Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr")
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            extra,
+            dir: None,
+        };
         server.restart().await;
         server
     }
@@ -50,6 +91,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -112,6 +154,9 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct RedisBackend {
     op_timeout: Duration,
     breaker: Arc<Breaker>,
     replica: Arc<str>,
+    /// Whether the Redis Cluster ERROR was logged (once per process).
+    cluster_logged: std::sync::atomic::AtomicBool,
 }
 
 /// The breaker's name in logs, metrics and `/readyz`.
@@ -74,6 +76,7 @@ impl RedisBackend {
             op_timeout: config.op_timeout,
             breaker: Breaker::new(BREAKER_NAME, config.breaker.clone()),
             replica: crate::store::new_stream_id(),
+            cluster_logged: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -122,12 +125,17 @@ impl RedisBackend {
             }
             Ok(Err(e)) => {
                 // Server-side answers (a script error, a wrong type) say
-                // nothing about Redis being reachable.
+                // nothing about Redis being reachable. A cluster redirect
+                // does: this Redis cannot hold our keys (see `cluster`).
                 let unreachable = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
-                    || e.is_unrecoverable_error();
+                    || e.is_unrecoverable_error()
+                    || e.is_cluster_error();
+                if e.is_cluster_error() {
+                    self.cluster_refused();
+                }
                 permit.record(unreachable);
                 Err(StoreError::Unavailable(e.to_string()))
             }
@@ -138,6 +146,25 @@ impl RedisBackend {
                     self.op_timeout
                 )))
             }
+        }
+    }
+
+    /// Redis answered as a Redis Cluster node (`MOVED`, `ASK`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`): Redis Cluster is not supported (a stream's keys and
+    /// the group-committed pipelines span hash slots). Each such answer
+    /// counts as a failure for the breaker, so Ballast runs on the memory
+    /// fallback; logs one ERROR per process saying so.
+    fn cluster_refused(&self) {
+        if !self
+            .cluster_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                breaker = BREAKER_NAME,
+                "the redis store's url points at a Redis Cluster node, and Redis Cluster is \
+                 not supported: give [store] url a standalone Redis or Valkey (a primary); \
+                 until then new sessions and streams stay in this replica's memory"
+            );
         }
     }
 
