@@ -288,6 +288,9 @@ async fn redis_keys_are_namespaced_and_all_have_ttls() {
         .await
         .expect("open");
     quick.append_last("ns-quick", b("x")).await.expect("answer");
+    // Readers see it once Redis has it.
+    let read = quick.read("ns-quick", 0, Duration::from_secs(10)).await;
+    assert_eq!(read.expect("read").events.len(), 1);
     let keys = redis.command(&["KEYS", "*"]).await;
     let names: Vec<&str> = keys
         .lines()
@@ -336,6 +339,9 @@ async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
         .await
         .expect("answer");
     assert_eq!(seq, 1);
+    // The writer's own readers see it once Redis has it, not before.
+    let here = writer.read("quick", 0, Duration::from_secs(10)).await;
+    assert_eq!(here.expect("read").events, vec![(1, b("answer"))]);
     let keys = redis.command(&["KEYS", "ballast:contract:*quick"]).await;
     assert!(keys.contains("ballast:contract:o:quick"), "{keys}");
     assert!(
@@ -380,6 +386,33 @@ async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
         Err(StoreError::UnknownStream)
     ));
     assert_eq!(other.owner("quick").await.expect("owner"), None);
+}
+
+/// An answer is in Redis before any reader of its replica sees it: each
+/// time the writer's reader gets the event, the key is there already.
+#[tokio::test]
+async fn a_quick_answer_is_in_redis_before_its_readers_see_it() {
+    let redis = RedisServer::start().await;
+    let writer = replica_log_with(&redis, Duration::from_secs(60));
+    for i in 0..50 {
+        let stream = format!("d{i}");
+        writer
+            .open_for_request(&stream, "sess", b("{}"))
+            .await
+            .expect("open");
+        writer
+            .append_last(&stream, b("answer"))
+            .await
+            .expect("answer");
+        let seen = writer
+            .read(&stream, 0, Duration::from_secs(10))
+            .await
+            .expect("read");
+        assert_eq!(seen.events.len(), 1);
+        let key = format!("ballast:contract:o:{stream}");
+        let exists = redis.command(&["EXISTS", &key]).await;
+        assert_eq!(exists.trim(), ":1", "{key} in Redis when its reader saw it");
+    }
 }
 
 /// A stream made visible before its first event (a slower call) is a Redis
@@ -470,7 +503,10 @@ async fn a_redis_cluster_node_is_refused_and_streams_stay_in_memory() {
             .expect("open");
         let seq = log.append_last(&stream, b("answer")).await.expect("answer");
         assert_eq!(seq, 1);
-        let back = log.read(&stream, 0, Duration::ZERO).await.expect("read");
+        let back = log
+            .read(&stream, 0, Duration::from_secs(10))
+            .await
+            .expect("read");
         assert_eq!(back.events, vec![(1, b("answer"))], "{stream}");
     }
     assert!(

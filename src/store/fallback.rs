@@ -6,11 +6,13 @@
 //! "Several replicas").
 //!
 //! A stream this replica opens for a request is created in Redis with its
-//! first event when that comes quickly (one round trip), or by
-//! `make_visible` before the client can learn its id. A stream this replica
-//! writes is mirrored in memory; when Redis fails
-//! mid-stream it continues there from the seq Redis stopped at, so the
-//! readers on this replica go on without a gap.
+//! first event when that comes quickly (one round trip; an answer as one
+//! key, group-committed by the batch writer), or by `make_visible` before
+//! the client can learn its id. A stream this replica writes is mirrored
+//! in memory, and readers here read the mirror: an event enters it only
+//! once Redis has it. When Redis fails mid-stream the stream continues in
+//! memory from the seq Redis stopped at, so the readers on this replica go
+//! on without a gap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,9 +50,14 @@ enum Place {
 /// other replicas write are read from Redis.
 pub struct FallbackEventLog {
     redis: RedisEventLog,
-    memory: MemoryEventLog,
-    /// Streams pending or memory-only; the others in `memory` mirror Redis.
-    places: Mutex<HashMap<Arc<str>, Place>>,
+    memory: Arc<MemoryEventLog>,
+    /// Streams pending, memory-only or one-shot; the others in `memory`
+    /// mirror Redis.
+    places: Arc<Mutex<HashMap<Arc<str>, Place>>>,
+}
+
+fn lock(places: &Mutex<HashMap<Arc<str>, Place>>) -> MutexGuard<'_, HashMap<Arc<str>, Place>> {
+    places.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FallbackEventLog {
@@ -58,13 +65,13 @@ impl FallbackEventLog {
     pub fn new(redis: RedisEventLog, memory: MemoryEventLog) -> Self {
         Self {
             redis,
-            memory,
-            places: Mutex::new(HashMap::new()),
+            memory: Arc::new(memory),
+            places: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     fn places(&self) -> MutexGuard<'_, HashMap<Arc<str>, Place>> {
-        self.places.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.places)
     }
 
     fn is_memory_only(&self, stream: &str) -> bool {
@@ -124,10 +131,13 @@ impl FallbackEventLog {
         };
         let opening = match place {
             Some(Place::MemoryOnly) => return in_memory(data).await,
+            Some(Place::Pending { session, .. }) if last => {
+                self.store_one_shot(stream, session, data);
+                return Ok(1);
+            }
             Some(Place::Pending { session, request }) => Some((session, request)),
             Some(Place::OneShot) | None => None,
         };
-        let one_shot = opening.is_some() && last;
         let in_redis = match (opening, last) {
             (Some((session, request)), _) => {
                 self.redis
@@ -138,19 +148,40 @@ impl FallbackEventLog {
             (None, false) => self.redis.append(stream, data.clone()).await,
         };
         match in_redis {
-            Ok(seq) => {
-                if one_shot {
-                    self.places().insert(stream.into(), Place::OneShot);
-                }
-                match self.memory.insert(stream, seq, data, last) {
-                    // Not mirrored here: a stream this replica took over.
-                    Ok(()) | Err(StoreError::UnknownStream) => Ok(seq),
-                    Err(e) => Err(e),
-                }
-            }
+            Ok(seq) => match self.memory.insert(stream, seq, data, last) {
+                // Not mirrored here: a stream this replica took over.
+                Ok(()) | Err(StoreError::UnknownStream) => Ok(seq),
+                Err(e) => Err(e),
+            },
             Err(StoreError::Unavailable(_)) if self.move_to_memory(stream) => in_memory(data).await,
             Err(e) => Err(e),
         }
+    }
+
+    /// A pending stream's first event is its last (a call answered before
+    /// its stream had to be visible): it goes to Redis as one key, in the
+    /// batch writer's next pipeline, and into the mirror — where readers
+    /// see it — once Redis has it; or, if Redis failed, into memory alone.
+    /// Seq 1. The caller does not wait for Redis: whoever reads the stream
+    /// does, through the mirror.
+    fn store_one_shot(&self, stream: &str, session: Arc<str>, data: Bytes) {
+        let memory = self.memory.clone();
+        let places = self.places.clone();
+        let key: Arc<str> = stream.into();
+        let event = data.clone();
+        let then = Box::new(move |stored: Result<(), StoreError>| {
+            let place = match stored {
+                Ok(()) => Place::OneShot,
+                Err(e) => {
+                    tracing::debug!(stream = %key, error = %e, "redis failed; the answer stays in memory");
+                    Place::MemoryOnly
+                }
+            };
+            lock(&places).insert(key.clone(), place);
+            // Gone only if its session ended meanwhile.
+            let _ = memory.insert(&key, 1, event, true);
+        });
+        self.redis.store_one_shot(stream, session, data, then);
     }
 
     async fn opened(

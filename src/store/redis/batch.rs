@@ -7,15 +7,17 @@
 //! many small ones (fewer syscalls on both sides), and a quiet one sends
 //! each `SET` at once (a batch of one: no added wait).
 //!
-//! Each caller still gets its own answer after Redis has its key, before
-//! any socket sees the event; a failed pipeline fails every call in it
-//! (each then falls back to memory, as a failed `SET` would).
+//! Each `SET` comes with what to do once Redis answered it (`then`, run on
+//! the batching task): the caller puts the event where readers see it only
+//! there, so Redis has it before any socket does. A failed pipeline fails
+//! every `SET` in it (each then falls back to memory, as a failed `SET`
+//! would).
 
 use std::io::Write;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::RedisBackend;
 use crate::store::StoreError;
@@ -45,14 +47,17 @@ impl redis::ToRedisArgs for Joined {
     }
 }
 
+/// What runs once Redis answered a `SET` (or its pipeline failed).
+pub type Then = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// One command of a batch.
 enum Op {
-    /// `SET key value PX ttl_ms`, and who waits for it.
+    /// `SET key value PX ttl_ms`, and what to do once it is answered.
     Set {
         key: String,
         value: Joined,
         ttl_ms: u64,
-        done: oneshot::Sender<Result<(), StoreError>>,
+        then: Then,
     },
     /// `PEXPIRE key ttl_ms`; nobody waits (a lost one leaves the longer
     /// TTL).
@@ -73,23 +78,23 @@ impl SetBatcher {
         Self { tx }
     }
 
-    /// `SET key value PX ttl_ms` in the next pipeline; returns once Redis
-    /// answered it.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] when the pipeline failed (breaker open,
-    /// timeout, Redis error) or the batching task is gone.
-    pub async fn set(&self, key: String, value: Joined, ttl_ms: u64) -> Result<(), StoreError> {
-        let (done, answer) = oneshot::channel();
+    /// `SET key value PX ttl_ms` in the next pipeline; `then` runs on the
+    /// batching task with Redis's answer — `Err(StoreError::Unavailable)`
+    /// when the pipeline failed (breaker open, timeout, Redis error) — or
+    /// at once, with that error, if the batching task is gone. `then` must
+    /// be quick and must not block: the next batch waits for it.
+    pub fn set(&self, key: String, value: Joined, ttl_ms: u64, then: Then) {
         let set = Op::Set {
             key,
             value,
             ttl_ms,
-            done,
+            then,
         };
-        let gone = || StoreError::Unavailable("redis batch writer stopped".into());
-        self.tx.send(set).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        if let Err(mpsc::error::SendError(Op::Set { then, .. })) = self.tx.send(set) {
+            then(Err(StoreError::Unavailable(
+                "redis batch writer stopped".into(),
+            )));
+        }
     }
 
     /// `PEXPIRE key ttl_ms` in the next pipeline, without waiting for it.
@@ -124,8 +129,8 @@ async fn run(backend: Weak<RedisBackend>, mut rx: mpsc::UnboundedReceiver<Op>) {
             .await;
         drop(b);
         for op in batch.drain(..) {
-            if let Op::Set { done, .. } = op {
-                let _ = done.send(sent.clone());
+            if let Op::Set { then, .. } = op {
+                then(sent.clone());
             }
         }
     }

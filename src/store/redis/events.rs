@@ -29,7 +29,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::RedisBackend;
-use super::batch::{Joined, SetBatcher};
+use super::batch::{Joined, SetBatcher, Then};
 use super::notify::{self, POLL, Waiters};
 use crate::store::{Batch, EventLog, Orphan, StoreError, StreamLimits};
 
@@ -295,8 +295,10 @@ impl RedisEventLog {
 
     /// Opens `stream` for session `session` (unless it exists) and appends
     /// its first event (and, if `last`, finishes it), in one script call:
-    /// one round trip for a call whose answer came before its stream had to
-    /// be visible (see [`crate::store::FallbackEventLog`]).
+    /// one round trip for a call whose first event (not its answer) came
+    /// before its stream had to be visible (see
+    /// [`crate::store::FallbackEventLog`]; an answer goes to
+    /// [`Self::store_one_shot`]).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis fails.
@@ -308,9 +310,6 @@ impl RedisEventLog {
         data: Bytes,
         last: bool,
     ) -> Result<u64, StoreError> {
-        if last {
-            return self.put_one_shot(stream, session.clone(), data).await;
-        }
         self.local().entry(stream.into()).or_insert_with(|| Local {
             owner: session.clone(),
             last_seq: 0,
@@ -341,23 +340,18 @@ impl RedisEventLog {
         }
     }
 
-    /// Stores a stream whose first event is its last as one key (module
-    /// docs): one `SET … PX resume_window`, sent with the other calls' in
-    /// one pipeline ([`SetBatcher`]). Seq 1.
-    async fn put_one_shot(
-        &self,
-        stream: &str,
-        owner: Arc<str>,
-        data: Bytes,
-    ) -> Result<u64, StoreError> {
+    /// Stores a stream whose first event is its last (seq 1) as one key
+    /// (module docs): one `SET … PX resume_window`, sent with the other
+    /// calls' in one pipeline ([`SetBatcher`]). Returns at once; `then` runs
+    /// once Redis answered (see [`SetBatcher::set`]). No reader can be
+    /// waiting on the stream here or elsewhere: its id is not out yet.
+    pub fn store_one_shot(&self, stream: &str, owner: Arc<str>, data: Bytes, then: Then) {
         let key = self.one_shot_key(stream);
         let value = Joined {
             head: owner,
             body: data,
         };
-        self.sets.set(key, value, ms(self.resume_window)).await?;
-        // No reader can be waiting on it: its id was not out yet.
-        Ok(1)
+        self.sets.set(key, value, ms(self.resume_window), then);
     }
 
     /// One append (and, if `last`, the finish) in one script call. For a
