@@ -2,7 +2,9 @@
 //! the `SET`s of calls answered at about the same time go to Redis as one
 //! pipeline, one round trip and one socket write for all of them, with one
 //! pipeline in flight at a time. The `PEXPIRE`s that shorten delivered
-//! streams' TTLs ride along, unanswered. Calls that come while it is in flight go
+//! streams' TTLs ride along with the next pipeline, unanswered: they do
+//! not wake the batching task, which sends them on their own after at most
+//! [`EXPIRE_FLUSH`] without a `SET` (it wakes that often while idle). Calls that come while it is in flight go
 //! in the next one, so a busy replica sends few large writes instead of
 //! many small ones (fewer syscalls on both sides), and a quiet one sends
 //! each `SET` at once (a batch of one: no added wait).
@@ -14,7 +16,8 @@
 //! would).
 
 use std::io::Write;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -22,8 +25,18 @@ use tokio::sync::mpsc;
 use super::RedisBackend;
 use crate::store::StoreError;
 
-/// Most commands in one pipeline.
+/// Most `SET`s in one pipeline.
 const MAX_BATCH: usize = 256;
+
+/// Longest a `PEXPIRE` waits for a pipeline to ride with: 100 ms.
+pub const EXPIRE_FLUSH: Duration = Duration::from_millis(100);
+
+/// `PEXPIRE`s waiting for the next pipeline: (key, TTL ms).
+type Expires = Arc<Mutex<Vec<(String, u64)>>>;
+
+fn take(expires: &Expires) -> Vec<(String, u64)> {
+    std::mem::take(&mut *expires.lock().unwrap_or_else(|p| p.into_inner()))
+}
 
 /// A value written as `<head>\n<body>`, straight into the command (no
 /// joined copy first).
@@ -50,23 +63,18 @@ impl redis::ToRedisArgs for Joined {
 /// What runs once Redis answered a `SET` (or its pipeline failed).
 pub type Then = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// One command of a batch.
-enum Op {
-    /// `SET key value PX ttl_ms`, and what to do once it is answered.
-    Set {
-        key: String,
-        value: Joined,
-        ttl_ms: u64,
-        then: Then,
-    },
-    /// `PEXPIRE key ttl_ms`; nobody waits (a lost one leaves the longer
-    /// TTL).
-    Expire { key: String, ttl_ms: u64 },
+/// `SET key value PX ttl_ms`, and what to do once it is answered.
+struct Set {
+    key: String,
+    value: Joined,
+    ttl_ms: u64,
+    then: Then,
 }
 
 /// The sending side; the task that writes the batches ends when it drops.
 pub struct SetBatcher {
-    tx: mpsc::UnboundedSender<Op>,
+    tx: mpsc::UnboundedSender<Set>,
+    expires: Expires,
 }
 
 impl SetBatcher {
@@ -74,8 +82,9 @@ impl SetBatcher {
     /// `backend` weakly and ends when the batcher or the backend is dropped.
     pub fn new(backend: &Arc<RedisBackend>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Arc::downgrade(backend), rx));
-        Self { tx }
+        let expires = Expires::default();
+        tokio::spawn(run(Arc::downgrade(backend), rx, expires.clone()));
+        Self { tx, expires }
     }
 
     /// `SET key value PX ttl_ms` in the next pipeline; `then` runs on the
@@ -84,54 +93,64 @@ impl SetBatcher {
     /// at once, with that error, if the batching task is gone. `then` must
     /// be quick and must not block: the next batch waits for it.
     pub fn set(&self, key: String, value: Joined, ttl_ms: u64, then: Then) {
-        let set = Op::Set {
+        let set = Set {
             key,
             value,
             ttl_ms,
             then,
         };
-        if let Err(mpsc::error::SendError(Op::Set { then, .. })) = self.tx.send(set) {
+        if let Err(mpsc::error::SendError(Set { then, .. })) = self.tx.send(set) {
             then(Err(StoreError::Unavailable(
                 "redis batch writer stopped".into(),
             )));
         }
     }
 
-    /// `PEXPIRE key ttl_ms` in the next pipeline, without waiting for it.
+    /// `PEXPIRE key ttl_ms` with the next pipeline (at most
+    /// [`EXPIRE_FLUSH`] later), without waiting for it. A lost one (Redis
+    /// failed) leaves the longer TTL.
     pub fn expire(&self, key: String, ttl_ms: u64) {
-        let _ = self.tx.send(Op::Expire { key, ttl_ms });
+        self.expires
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key, ttl_ms));
     }
 }
 
-async fn run(backend: Weak<RedisBackend>, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn run(backend: Weak<RedisBackend>, mut rx: mpsc::UnboundedReceiver<Set>, expires: Expires) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // Wakes at least every EXPIRE_FLUSH to send waiting PEXPIREs.
+        let received =
+            tokio::time::timeout(EXPIRE_FLUSH, rx.recv_many(&mut batch, MAX_BATCH)).await;
+        if received == Ok(0) {
+            return; // the batcher was dropped
+        }
+        let expiring = take(&expires);
+        if batch.is_empty() && expiring.is_empty() {
+            continue;
+        }
         let Some(b) = backend.upgrade() else { return };
-        let mut pipe = redis::Pipeline::with_capacity(batch.len());
-        for op in &batch {
-            match op {
-                Op::Set {
-                    key, value, ttl_ms, ..
-                } => {
-                    // Sized once: SET, key, value, PX, ttl.
-                    let size = 3 + key.len() + value.head.len() + 1 + value.body.len() + 2 + 20;
-                    let mut set = redis::Cmd::with_capacity(5, size);
-                    set.arg("SET").arg(key).arg(value).arg("PX").arg(*ttl_ms);
-                    pipe.add_command(set).ignore();
-                }
-                Op::Expire { key, ttl_ms } => {
-                    pipe.cmd("PEXPIRE").arg(key).arg(*ttl_ms).ignore();
-                }
-            }
+        let mut pipe = redis::Pipeline::with_capacity(batch.len() + expiring.len());
+        for Set {
+            key, value, ttl_ms, ..
+        } in &batch
+        {
+            // Sized once: SET, key, value, PX, ttl.
+            let size = 3 + key.len() + value.head.len() + 1 + value.body.len() + 2 + 20;
+            let mut set = redis::Cmd::with_capacity(5, size);
+            set.arg("SET").arg(key).arg(value).arg("PX").arg(*ttl_ms);
+            pipe.add_command(set).ignore();
+        }
+        for (key, ttl_ms) in &expiring {
+            pipe.cmd("PEXPIRE").arg(key).arg(*ttl_ms).ignore();
         }
         let sent = b
             .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await;
         drop(b);
-        for op in batch.drain(..) {
-            if let Op::Set { then, .. } = op {
-                then(sent.clone());
-            }
+        for set in batch.drain(..) {
+            (set.then)(sent.clone());
         }
     }
 }

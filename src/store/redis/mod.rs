@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-pub use self::batch::{SetBatcher, Then};
+pub use self::batch::{EXPIRE_FLUSH, SetBatcher, Then};
 pub use self::cache::RedisCache;
 pub use self::events::{HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog};
 pub use self::notify::POLL;
