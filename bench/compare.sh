@@ -384,12 +384,9 @@ proc_field() {
 
 # Is PID still the process that started at START (and not a zombie)?
 alive_same() {
-  local s
-  { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 1
-  s="${s##*) }"
-  local -a f
-  read -ra f <<<"$s"
-  [[ "${f[19]}" == "$2" && "${f[0]}" != Z ]]
+  local start state
+  start="$(proc_field "$1" 22)" && state="$(proc_field "$1" 3)" || return 1
+  [[ "$start" == "$2" && "$state" != Z ]]
 }
 
 # Is PID running (neither gone nor a zombie)?

@@ -1,13 +1,14 @@
 //! Group commit for one-event streams (the `o:` keys, see `events.rs`):
 //! the `SET`s of calls answered at about the same time go to Redis as one
 //! pipeline, one round trip and one socket write for all of them, with one
-//! pipeline in flight at a time. The `PEXPIRE`s that shorten delivered
-//! streams' TTLs ride along with the next pipeline, unanswered: they do
-//! not wake the batching task, which sends them on their own after at most
-//! [`EXPIRE_FLUSH`] without a `SET` (it wakes that often while idle). Calls that come while it is in flight go
-//! in the next one, so a busy replica sends few large writes instead of
-//! many small ones (fewer syscalls on both sides), and a quiet one sends
-//! each `SET` at once (a batch of one: no added wait).
+//! pipeline in flight at a time. `SET`s that come while a pipeline is in
+//! flight go in the next one, so a busy replica sends few large writes
+//! instead of many small ones (fewer syscalls on both sides), and a quiet
+//! one sends each `SET` at once (a batch of one: no added wait).
+//!
+//! The `PEXPIRE`s that shorten delivered streams' TTLs ride along with the
+//! next pipeline, unanswered. They do not wake the batching task; it wakes
+//! at least every [`EXPIRE_FLUSH`] and then sends any that wait.
 //!
 //! Each `SET` comes with what to do once Redis answered it (`then`, run on
 //! the batching task): the caller puts the event where readers see it only
@@ -78,8 +79,9 @@ pub struct SetBatcher {
 }
 
 impl SetBatcher {
-    /// Spawns the batching task on the current tokio runtime. It holds
-    /// `backend` weakly and ends when the batcher or the backend is dropped.
+    /// Spawns the batching task on the current tokio runtime (panics
+    /// outside one, as `tokio::spawn` does). It holds `backend` weakly and
+    /// ends when the batcher or the backend is dropped.
     pub fn new(backend: &Arc<RedisBackend>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let expires = Expires::default();

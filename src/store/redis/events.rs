@@ -219,9 +219,10 @@ impl RedisEventLog {
             })
             .await?;
         if let Some(single) = single {
-            let (_, data) = split_one_shot(&single).ok_or(StoreError::UnknownStream)?;
+            let (owner, _) = split_one_shot(&single).ok_or(StoreError::UnknownStream)?;
+            let start = owner.len() + 1;
             let events = if after < 1 {
-                vec![(1, Bytes::copy_from_slice(data))]
+                vec![(1, Bytes::from(single).slice(start..))]
             } else {
                 Vec::new()
             };
@@ -627,8 +628,9 @@ impl EventLog for RedisEventLog {
                 let keys: Vec<String> = doomed
                     .iter()
                     .flat_map(|s| {
+                        // Unfinished, so never the one-key form.
                         let (m, e) = self.keys(s);
-                        [m, e, self.one_shot_key(s)]
+                        [m, e]
                     })
                     .collect();
                 // UNLINK: Redis frees them off its main thread.
