@@ -75,7 +75,7 @@ IDLE_SESSIONS="${BENCH_IDLE_SESSIONS:-1000}"
 IDLE_HOLD=5s          # how long ballast-bench holds the idle sessions once opened
 MAX_CALLS=50000000    # count bound of one load run (the duration ends it first)
 CALL_TIMEOUT=10s      # ballast-bench --timeout: per call and per session open
-ALL_SYSTEMS="limit ballast ballast-off ballast-redis supergateway mcp-proxy-py mcp-proxy-npm mcp-proxy-rs"
+ALL_SYSTEMS="limit ballast ballast-off ballast-redis ballast-redis-cluster supergateway mcp-proxy-py mcp-proxy-npm mcp-proxy-rs"
 SYSTEMS="${BENCH_SYSTEMS:-$ALL_SYSTEMS}"
 
 # Pinned peer versions (PEERS.md: "Other gateways").
@@ -225,8 +225,8 @@ w("### Memory (VmRSS)")
 w("")
 w("The first three columns are the gateway process alone (VmRSS): every gateway here spawns "
   "the upstream as its child. The next two are PSS (shared pages split between the processes "
-  "sharing them) summed over the gateway and all its descendants — plus the redis-server for "
-  "the Redis store; the last counts those descendants (supergateway starts one upstream per "
+  "sharing them) summed over the gateway and all its descendants — plus the redis-server(s) for "
+  "the Redis stores; the last counts those descendants (supergateway starts one upstream per "
   "session, through `sh -c`: two processes each).")
 w("")
 w(f"| system | idle | with {n_idle:,} idle sessions | KB per session | gateway + children, idle (PSS) | "
@@ -257,7 +257,7 @@ for s in measured:
     w(f"| {label[s]} | {fmt(g, 1)} | {fmt(None if g is None else g * 10, 0)} | {tree} |")
 w("")
 w(f"Clock ticks are {1000 // meta['clk_tck']} ms; a run of a few seconds has thousands of them. "
-  "The redis-server's CPU is in the Redis store's gateway + children figure. "
+  "The redis-servers' CPU is in the Redis stores' gateway + children figures. "
   "¹ supergateway starts each session's upstream through `sh -c` and kills the shell when the "
   "session ends: the upstream is reparented to init, so its CPU time never reaches supergateway's "
   "children counters and cannot be measured this way.")
@@ -290,6 +290,11 @@ if "ballast" in measured:
         rr = ratio(thr("ballast-redis", hi), thr("ballast", hi))
         cost = None if rr is None else (1 - rr) * 100
         goal(f"Redis store's throughput cost at c={hi} (issue 5)", "≤ 20 %", cost, lambda v: v <= 20, fmt(cost, 0, " %"))
+    if "ballast-redis-cluster" in measured:
+        rr = ratio(thr("ballast-redis-cluster", hi), thr("ballast", hi))
+        cost = None if rr is None else (1 - rr) * 100
+        w(f"| Redis Cluster store's throughput cost at c={hi} (3 nodes, one machine) | none set | "
+          f"{fmt(cost, 0, ' %') if cost is not None else 'n/a'} | — |")
     w("")
 
 w("<details><summary>Every run</summary>")
@@ -673,6 +678,7 @@ label_of() {
     ballast) echo "ballast" ;;
     ballast-off) echo "ballast (policies off)" ;;
     ballast-redis) echo "ballast (redis store)" ;;
+    ballast-redis-cluster) echo "ballast (redis cluster store, 3 nodes)" ;;
     supergateway) echo "supergateway" ;;
     mcp-proxy-py) echo "mcp-proxy (Python)" ;;
     mcp-proxy-npm) echo "mcp-proxy (npm)" ;;
@@ -696,6 +702,42 @@ start_redis() {
   fi
 }
 
+CLUSTER_PORTS=""
+CLUSTER_PIDS=""
+
+# Starts a 3-node Redis Cluster (primaries only, slots split in thirds) for
+# ballast-redis-cluster; on failure marks that system skipped.
+start_redis_cluster() {
+  local i port dir ranges=("0 5460" "5461 10922" "10923 16383") first="" state
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+    { SKIP[ballast-redis-cluster]="redis-server or redis-cli not installed"; return 0; }
+  for i in 0 1 2; do
+    port="$(free_port)"
+    dir="$run/cluster-$i"
+    rm -rf "$dir" && mkdir -p "$dir"
+    spawn "$run/cluster-$i.log" redis-server --port "$port" --bind 127.0.0.1 \
+      --save "" --appendonly no --loglevel warning --cluster-enabled yes --dir "$dir"
+    if ! wait_listen "$SPAWNED" "$port" 10; then
+      SKIP[ballast-redis-cluster]="cluster node did not start: $(tail -2 "$run/cluster-$i.log" | tr '\n' ' ')"
+      return 0
+    fi
+    CLUSTER_PIDS+="${CLUSTER_PIDS:+ }$SPAWNED"
+    CLUSTER_PORTS+="${CLUSTER_PORTS:+ }$port"
+    # shellcheck disable=SC2086
+    redis-cli -p "$port" CLUSTER ADDSLOTSRANGE ${ranges[$i]} >/dev/null
+    if [[ -z "$first" ]]; then first=$port; else redis-cli -p "$first" CLUSTER MEET 127.0.0.1 "$port" >/dev/null; fi
+  done
+  for ((i = 0; i < 200; i++)); do
+    state=0
+    for port in $CLUSTER_PORTS; do
+      redis-cli -p "$port" CLUSTER INFO | grep -q '^cluster_state:ok' && state=$((state + 1))
+    done
+    ((state == 3)) && return 0
+    sleep 0.1
+  done
+  SKIP[ballast-redis-cluster]="the 3-node cluster never reached cluster_state:ok"
+}
+
 # Writes the Ballast config of SYSTEM (listening on PORT) to $run/SYSTEM.toml.
 ballast_config() {
   local sys=$1 port=$2 cfg="$run/$1.toml"
@@ -703,6 +745,11 @@ ballast_config() {
     printf '[server]\nlisten = "127.0.0.1:%s"\n\n[log]\nlevel = "warn"\n\n' "$port"
     if [[ "$sys" == ballast-redis ]]; then
       printf '[store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\ndeployment = "bench"\n\n' "$REDIS_PORT"
+    fi
+    if [[ "$sys" == ballast-redis-cluster ]]; then
+      local nodes="" p
+      for p in $CLUSTER_PORTS; do nodes+="${nodes:+,}127.0.0.1:$p"; done
+      printf '[store]\nkind = "redis"\nurl = "redis+cluster://%s"\ndeployment = "bench"\n\n' "$nodes"
     fi
     printf '[upstreams.demo]\ncommand = "%s"\nargs = ["demo-upstream"]\n' "$ballast"
     if [[ "$sys" == ballast-off ]]; then
@@ -748,7 +795,7 @@ start_system() {
   local -a cmd
   case "$sys" in
     limit) cmd=("$limit" "$port") ;;
-    ballast | ballast-off | ballast-redis)
+    ballast | ballast-off | ballast-redis | ballast-redis-cluster)
       ballast_config "$sys" "$port"
       if ! "$ballast" check-config "$run/$sys.toml" >/dev/null 2>"$run/$sys.check.log"; then
         SYS_ERR="invalid config: $(tail -1 "$run/$sys.check.log")"
@@ -756,6 +803,7 @@ start_system() {
       fi
       cmd=("$ballast" serve --config "$run/$sys.toml")
       [[ "$sys" == ballast-redis ]] && SYS_EXTRA="$REDIS_PID"
+      [[ "$sys" == ballast-redis-cluster ]] && SYS_EXTRA="$CLUSTER_PIDS"
       ;;
     supergateway)
       cmd=(node --require "$preload" "$sg_js" --stdio "$ballast demo-upstream"
@@ -849,12 +897,14 @@ for sys in $SYSTEMS; do
   [[ -n "${SKIP[$sys]:-}" ]] && say "SKIP $(label_of "$sys"): ${SKIP[$sys]}"
 done
 wanted ballast-redis && [[ -z "${SKIP[ballast-redis]:-}" ]] && start_redis
+wanted ballast-redis-cluster && [[ -z "${SKIP[ballast-redis-cluster]:-}" ]] && start_redis_cluster
 
 VERSION[limit]="examples/limit_server.rs: hyper $(awk '/^name = "hyper"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock), tokio $(awk '/^name = "tokio"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)"
 ballast_version="$("$ballast" --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
 VERSION[ballast]="$ballast_version"
 VERSION[ballast-off]="$ballast_version"
 VERSION[ballast-redis]="$ballast_version, $(redis-server --version 2>/dev/null | awk '{ print "redis " $3 }' | tr -d 'v=')"
+VERSION[ballast-redis-cluster]="${VERSION[ballast-redis]}"
 
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 t_start=$SECONDS

@@ -17,7 +17,7 @@ use futures_util::{Stream, StreamExt};
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use sse_stream::SseByteStream;
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::{BIN, McpClient, text_of};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -31,7 +31,9 @@ struct Replica {
 }
 
 impl Replica {
-    async fn start(redis: &RedisServer) -> Self {
+    /// A replica whose store is the Redis at `redis_url` (standalone or
+    /// `redis+cluster://`).
+    async fn start(redis_url: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
@@ -46,7 +48,7 @@ impl Replica {
                  [store]\nkind = \"redis\"\nurl = \"{}\"\ndeployment = \"replicas\"\n\n\
                  [store.breaker]\nconsecutive_failures = 2\nopen_duration = \"1s\"\n\n\
                  [upstreams.demo]\ncommand = {BIN:?}\nargs = [\"demo-upstream\"]\n",
-                redis.url()
+                redis_url
             ),
         )
         .expect("write config");
@@ -148,8 +150,18 @@ async fn answers_in(resp: reqwest::Response, id: u64) -> Vec<Value> {
 #[tokio::test]
 async fn a_session_initialized_on_a_is_served_and_resumed_on_b() {
     let redis = RedisServer::start().await;
-    let a = Replica::start(&redis).await;
-    let b = Replica::start(&redis).await;
+    served_and_resumed_on_b(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_session_initialized_on_a_is_served_and_resumed_on_b() {
+    let cluster = RedisCluster::start(3).await;
+    served_and_resumed_on_b(&cluster.url()).await;
+}
+
+async fn served_and_resumed_on_b(redis_url: &str) {
+    let a = Replica::start(redis_url).await;
+    let b = Replica::start(redis_url).await;
     let on_a = McpClient::connect(&a.url).await;
     let mut on_b = client_on(&b.url, &on_a);
     let r = on_b
@@ -168,8 +180,18 @@ async fn a_session_initialized_on_a_is_served_and_resumed_on_b() {
 #[tokio::test]
 async fn a_replica_killed_mid_call_loses_nothing_it_answered() {
     let redis = RedisServer::start().await;
-    let mut a = Replica::start(&redis).await;
-    let b = Replica::start(&redis).await;
+    killed_mid_call(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_replica_killed_mid_call_loses_nothing_it_answered() {
+    let cluster = RedisCluster::start(3).await;
+    killed_mid_call(&cluster.url()).await;
+}
+
+async fn killed_mid_call(redis_url: &str) {
+    let mut a = Replica::start(redis_url).await;
+    let b = Replica::start(redis_url).await;
     let on_a = McpClient::connect(&a.url).await;
     let on_b = client_on(&b.url, &on_a);
 
@@ -246,10 +268,20 @@ async fn cut_and_switch(urls: &[String], session: &McpClient, id: u64, seed: u64
 
 #[tokio::test]
 async fn two_hundred_random_cut_and_switch_cycles_lose_and_duplicate_nothing() {
-    const CYCLES: u64 = 200;
     let redis = RedisServer::start().await;
-    let a = Replica::start(&redis).await;
-    let b = Replica::start(&redis).await;
+    cut_and_switch_cycles(&redis.url(), "one Redis").await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_two_hundred_cut_and_switch_cycles_lose_and_duplicate_nothing() {
+    let cluster = RedisCluster::start(3).await;
+    cut_and_switch_cycles(&cluster.url(), "a 3-node Redis Cluster").await;
+}
+
+async fn cut_and_switch_cycles(redis_url: &str, store: &str) {
+    const CYCLES: u64 = 200;
+    let a = Replica::start(redis_url).await;
+    let b = Replica::start(redis_url).await;
     let urls = Arc::new(vec![a.url.clone(), b.url.clone()]);
     let session = Arc::new(McpClient::connect(&a.url).await);
     let (lost, duplicated) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -286,8 +318,12 @@ async fn two_hundred_random_cut_and_switch_cycles_lose_and_duplicate_nothing() {
         duplicated.load(Ordering::SeqCst),
     );
     println!(
-        "{CYCLES} cut-and-switch cycles across 2 replicas: {lost} lost, {duplicated} duplicated"
+        "{CYCLES} cut-and-switch cycles across 2 replicas on {store}: {lost} lost, {duplicated} duplicated"
     );
+    for r in [&a, &b] {
+        let (_, ready) = r.readyz().await;
+        assert_eq!(ready["store"]["fallback"], false, "all in Redis: {ready}");
+    }
     assert_eq!((lost, duplicated), (0, 0));
 }
 
@@ -327,7 +363,28 @@ async fn call_resuming(c: &McpClient, id: u64) -> Result<Value, String> {
 #[tokio::test]
 async fn a_redis_outage_falls_back_to_memory_and_recovers() {
     let mut redis = RedisServer::start().await;
-    let a = Replica::start(&redis).await;
+    let url = redis.url();
+    outage_under_load(&url, &mut redis, "redis outage").await;
+}
+
+/// One node of three lost: the streams whose slots it served cannot be
+/// written, the breaker opens (the whole store falls back to memory, as
+/// for a standalone Redis), and when the node is back (same node id and
+/// slots) new streams go to it again.
+#[tokio::test]
+async fn a_redis_cluster_node_outage_falls_back_to_memory_and_recovers() {
+    let mut cluster = RedisCluster::start(3).await;
+    let url = cluster.url();
+    outage_under_load(&url, &mut cluster.nodes[1], "redis cluster node outage").await;
+}
+
+/// Calls under load on a replica using `redis_url` while `killed` (the
+/// Redis, or one node of the cluster) is SIGKILLed and restarted: no call
+/// fails, the fallback is reported and cleared, and new streams are in
+/// `killed` again afterwards.
+async fn outage_under_load(redis_url: &str, killed: &mut RedisServer, what: &str) {
+    let redis = killed;
+    let a = Replica::start(redis_url).await;
     let c = Arc::new(McpClient::connect(&a.url).await);
     let (stop, failed, done) = (
         Arc::new(tokio_util::sync::CancellationToken::new()),
@@ -391,7 +448,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() {
         .await;
     assert_eq!(text_of(&r), "during");
 
-    redis.restart().await;
+    redis.restart_serving().await;
     wait_for(false).await;
     let at_recovery = done.load(Ordering::SeqCst);
     while done.load(Ordering::SeqCst) < at_recovery + 50 {
@@ -401,8 +458,8 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() {
     for l in load {
         l.await.expect("load worker");
     }
-    // New data goes to Redis again (streams: `m:` + `s:`, or `o:` when
-    // answered at once).
+    // New data goes to the restarted Redis again (streams: `m:` + `s:`,
+    // or `o:` when answered at once).
     let keys = redis.command(&["KEYS", "ballast:replicas:[mo]:*"]).await;
     assert!(
         !keys.starts_with("*0"),
@@ -416,7 +473,7 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() {
     );
     let failed = failed.lock().unwrap().clone();
     println!(
-        "redis outage under load: {} calls answered, {} failed",
+        "{what} under load: {} calls answered, {} failed",
         done.load(Ordering::SeqCst),
         failed.len()
     );

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast::config::StoreConfig;
-use ballast::store::redis::{RedisBackend, RedisEventLog, RedisSessionStore};
+use ballast::store::redis::{REPLICA_TTL, RedisBackend, RedisEventLog, RedisSessionStore};
 use ballast::store::{
     EventLog, FallbackEventLog, MemoryEventLog, MemorySessionStore, SessionRecord, SessionStore,
     StoreError, StreamLimits,
 };
 use bytes::Bytes;
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 
 const LIMITS: StreamLimits = StreamLimits {
     max_events: 4,
@@ -25,28 +25,28 @@ const LIMITS: StreamLimits = StreamLimits {
 };
 const WINDOW: Duration = Duration::from_millis(300);
 
-fn store_config(redis: &RedisServer, deployment: &str) -> StoreConfig {
+fn store_config(url: &str, deployment: &str) -> StoreConfig {
     StoreConfig {
         kind: ballast::config::StoreKind::Redis,
-        url: redis.url(),
+        url: url.into(),
         deployment: deployment.into(),
         ..StoreConfig::default()
     }
 }
 
-fn redis_log(redis: &RedisServer) -> Arc<dyn EventLog> {
-    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+fn redis_log(url: &str) -> Arc<dyn EventLog> {
+    let backend = RedisBackend::new(&store_config(url, "contract")).expect("backend");
     Arc::new(RedisEventLog::new(backend, LIMITS, WINDOW))
 }
 
 /// The event log a replica runs with a Redis store: Redis with a memory
 /// mirror and fallback.
-fn replica_log(redis: &RedisServer) -> Arc<dyn EventLog> {
-    replica_log_with(redis, WINDOW)
+fn replica_log(url: &str) -> Arc<dyn EventLog> {
+    replica_log_with(url, WINDOW)
 }
 
-fn replica_log_with(redis: &RedisServer, resume_window: Duration) -> Arc<dyn EventLog> {
-    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+fn replica_log_with(url: &str, resume_window: Duration) -> Arc<dyn EventLog> {
+    let backend = RedisBackend::new(&store_config(url, "contract")).expect("backend");
     let redis_log = RedisEventLog::new(backend, LIMITS, resume_window);
     Arc::new(FallbackEventLog::new(
         redis_log,
@@ -54,8 +54,8 @@ fn replica_log_with(redis: &RedisServer, resume_window: Duration) -> Arc<dyn Eve
     ))
 }
 
-fn redis_sessions(redis: &RedisServer, idle: Duration) -> Arc<dyn SessionStore> {
-    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+fn redis_sessions(url: &str, idle: Duration) -> Arc<dyn SessionStore> {
+    let backend = RedisBackend::new(&store_config(url, "contract")).expect("backend");
     Arc::new(RedisSessionStore::new(backend, idle))
 }
 
@@ -198,7 +198,7 @@ async fn memory_event_log_keeps_the_contract() {
 #[tokio::test]
 async fn redis_event_log_keeps_the_contract() {
     let redis = RedisServer::start().await;
-    let log = redis_log(&redis);
+    let log = redis_log(&redis.url());
     events_round_trip(log.clone()).await;
     waiting_reader_is_woken(log.clone(), log.clone()).await;
     streams_are_bounded(log.clone()).await;
@@ -208,7 +208,7 @@ async fn redis_event_log_keeps_the_contract() {
 #[tokio::test]
 async fn a_reader_on_one_replica_follows_appends_made_on_another() {
     let redis = RedisServer::start().await;
-    waiting_reader_is_woken(redis_log(&redis), redis_log(&redis)).await;
+    waiting_reader_is_woken(redis_log(&redis.url()), redis_log(&redis.url())).await;
 }
 
 /// The wake-up across replicas is Redis pub/sub, not the reader's periodic
@@ -217,16 +217,27 @@ async fn a_reader_on_one_replica_follows_appends_made_on_another() {
 /// waiting.
 #[tokio::test]
 async fn a_reader_on_another_replica_is_woken_by_pub_sub() {
-    const HOUR: Duration = Duration::from_secs(3600);
     let redis = RedisServer::start().await;
-    let writer = redis_log(&redis);
-    let backend = RedisBackend::new(&store_config(&redis, "contract")).expect("backend");
+    woken_by_pub_sub(&redis.url(), &redis, &redis, "ps").await;
+}
+
+/// [`a_reader_on_another_replica_is_woken_by_pub_sub`] on `url`, where
+/// replicas subscribe on `subscriptions` and `stream`'s keys are on `data`.
+async fn woken_by_pub_sub(
+    url: &str,
+    subscriptions: &RedisServer,
+    data: &RedisServer,
+    stream: &'static str,
+) {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let writer = redis_log(url);
+    let backend = RedisBackend::new(&store_config(url, "contract")).expect("backend");
     let reader_log = RedisEventLog::new(backend, LIMITS, WINDOW).with_poll(HOUR);
-    writer.open("ps", "sess").await.expect("open");
+    writer.open(stream, "sess").await.expect("open");
     // Let the reader's pub/sub subscription come up first.
     let mut subscribed = false;
     for _ in 0..200 {
-        let clients = redis.command(&["CLIENT", "LIST"]).await;
+        let clients = subscriptions.command(&["CLIENT", "LIST"]).await;
         if clients.matches(" psub=1 ").count() == 2 {
             subscribed = true;
             break;
@@ -238,7 +249,7 @@ async fn a_reader_on_another_replica_is_woken_by_pub_sub() {
         "both replicas subscribe to their stream channels"
     );
     let xranges = || async {
-        let stats = redis.command(&["INFO", "commandstats"]).await;
+        let stats = data.command(&["INFO", "commandstats"]).await;
         stats
             .lines()
             .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
@@ -247,18 +258,210 @@ async fn a_reader_on_another_replica_is_woken_by_pub_sub() {
             .unwrap_or(0)
     };
     let before = xranges().await;
-    let reader = tokio::spawn(async move { reader_log.read("ps", 0, HOUR).await });
+    let reader = tokio::spawn(async move { reader_log.read(stream, 0, HOUR).await });
     // The reader has looked once and found nothing: it is waiting now.
     while xranges().await == before {
         tokio::task::yield_now().await;
     }
-    writer.append("ps", b("hello")).await.expect("append");
+    writer.append(stream, b("hello")).await.expect("append");
     let batch = tokio::time::timeout(Duration::from_secs(20), reader)
         .await
         .expect("the reader was never woken")
         .expect("join")
         .expect("read");
     assert_eq!(batch.events, vec![(1, b("hello"))]);
+}
+
+/// An unfinished stream whose writer is alive is not claimed; once the
+/// writer's liveness key is gone (its process died), one replica claims it
+/// and gets its request and last seq; a second claim finds nothing.
+async fn orphans_are_claimed_once_their_writer_is_gone(url: &str) {
+    let writer = redis_log(url);
+    writer
+        .open_for_request("orphan", "sess", b(r#"{"id":9}"#))
+        .await
+        .expect("open");
+    writer
+        .append("orphan", b("progress"))
+        .await
+        .expect("append");
+    let (a, b2) = (redis_log(url), redis_log(url));
+    assert!(a.claim_orphan("orphan").await.expect("claim").is_none());
+    drop(writer); // its heartbeat stops; the liveness key expires
+    let deadline = tokio::time::Instant::now() + REPLICA_TTL * 4;
+    let orphan = loop {
+        if let Some(o) = a.claim_orphan("orphan").await.expect("claim") {
+            break o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never claimable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(orphan.request, Some(b(r#"{"id":9}"#)));
+    assert_eq!(orphan.last_seq, 1);
+    assert!(
+        b2.claim_orphan("orphan").await.expect("claim").is_none(),
+        "claimed once: its new writer is alive"
+    );
+    a.append_last("orphan", b("answer")).await.expect("answer");
+    let all = b2.read("orphan", 0, Duration::ZERO).await.expect("read");
+    assert_eq!(all.events, vec![(1, b("progress")), (2, b("answer"))]);
+    assert!(all.finished);
+}
+
+#[tokio::test]
+async fn redis_orphans_are_claimed_once_their_writer_is_gone() {
+    let redis = RedisServer::start().await;
+    orphans_are_claimed_once_their_writer_is_gone(&redis.url()).await;
+}
+
+/// The same contract functions on a real three-node Redis Cluster, named by
+/// a `redis+cluster://` URL: events, a reader on another replica, bounds,
+/// expiry, orphans, session records.
+#[tokio::test]
+async fn redis_cluster_keeps_the_contract() {
+    let cluster = RedisCluster::start(3).await;
+    let url = cluster.url();
+    let log = redis_log(&url);
+    events_round_trip(log.clone()).await;
+    waiting_reader_is_woken(log.clone(), redis_log(&url)).await;
+    streams_are_bounded(log.clone()).await;
+    finished_streams_expire(log).await;
+    orphans_are_claimed_once_their_writer_is_gone(&url).await;
+    let idle = Duration::from_secs(60);
+    sessions_round_trip(redis_sessions(&url, idle), redis_sessions(&url, idle)).await;
+}
+
+/// On a Redis Cluster the replicas subscribe on the first node, and a
+/// stream whose keys are on another node still wakes its reader at once
+/// (classic `PUBLISH` reaches every node): the same hour-long test.
+#[tokio::test]
+async fn on_a_redis_cluster_pub_sub_wakes_readers_of_streams_on_other_nodes() {
+    let cluster = RedisCluster::start(3).await;
+    let mut stream = None;
+    for name in ["ps0", "ps1", "ps2", "ps3", "ps4", "ps5", "ps6", "ps7"] {
+        if cluster
+            .node_of(&format!("ballast:contract:s:{{{name}}}"))
+            .await
+            != 0
+        {
+            stream = Some(name);
+            break;
+        }
+    }
+    let stream = stream.expect("a stream on another node");
+    let node = cluster
+        .node_of(&format!("ballast:contract:s:{{{stream}}}"))
+        .await;
+    woken_by_pub_sub(
+        &cluster.url(),
+        &cluster.nodes[0],
+        &cluster.nodes[node],
+        stream,
+    )
+    .await;
+}
+
+/// The first node listed is down when the replicas start: they connect
+/// through the other seed nodes, subscribe on the next one, and a reader
+/// of a stream on a live node is still woken by pub/sub.
+#[tokio::test]
+async fn on_a_redis_cluster_with_its_first_node_down_replicas_subscribe_on_the_next() {
+    let mut cluster = RedisCluster::start(3).await;
+    let mut stream = None;
+    for name in [
+        "pd0", "pd1", "pd2", "pd3", "pd4", "pd5", "pd6", "pd7", "pd8", "pd9",
+    ] {
+        if cluster
+            .node_of(&format!("ballast:contract:s:{{{name}}}"))
+            .await
+            == 2
+        {
+            stream = Some(name);
+            break;
+        }
+    }
+    let stream = stream.expect("a stream on node 2");
+    cluster.nodes[0].kill().await;
+    woken_by_pub_sub(&cluster.url(), &cluster.nodes[1], &cluster.nodes[2], stream).await;
+}
+
+/// Answers to many calls at once go out as group-committed batches that
+/// span hash slots on every node: each is in the cluster (read by another
+/// replica, which has no copy of its own), its key on the node serving its
+/// slot; their delivered TTL cuts and a touch of many sessions (both
+/// batched across slots) land too.
+#[tokio::test]
+async fn on_a_redis_cluster_batches_spanning_slots_reach_every_node() {
+    let cluster = RedisCluster::start(3).await;
+    let url = cluster.url();
+    let writer = replica_log_with(&url, Duration::from_secs(60));
+    let other = redis_log(&url);
+    let streams: Vec<String> = (0..60).map(|i| format!("q{i}")).collect();
+    let answered = streams.iter().map(|stream| {
+        let writer = writer.clone();
+        async move {
+            writer
+                .open_for_request(stream, "sess", b("{}"))
+                .await
+                .expect("open");
+            writer
+                .append_last(stream, b("answer"))
+                .await
+                .expect("answer");
+            writer
+                .read(stream, 0, Duration::from_secs(10))
+                .await
+                .expect("read")
+        }
+    });
+    for seen in futures_util::future::join_all(answered).await {
+        assert_eq!(seen.events, vec![(1, b("answer"))]);
+    }
+    let mut nodes = std::collections::BTreeSet::new();
+    for stream in &streams {
+        let all = other.read(stream, 0, Duration::ZERO).await.expect("read");
+        assert_eq!(all.events, vec![(1, b("answer"))], "{stream}");
+        let key = format!("ballast:contract:o:{{{stream}}}");
+        nodes.insert(cluster.node_of(&key).await);
+        let exists = cluster.command_for(&key, &["EXISTS", &key]).await;
+        assert_eq!(exists.trim(), ":1", "{key} on the node serving its slot");
+    }
+    assert_eq!(nodes.len(), 3, "the streams span all three nodes");
+
+    for stream in &streams {
+        writer.delivered(stream);
+    }
+    let limit = i64::try_from(LIMITS.delivered_ttl.as_millis()).expect("ms");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for stream in &streams {
+        let key = format!("ballast:contract:o:{{{stream}}}");
+        loop {
+            let ttl = cluster.command_for(&key, &["PTTL", &key]).await;
+            let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("PTTL");
+            if ms <= limit {
+                break; // cut (or already expired: -2)
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} not cut: {ms}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let sessions = redis_sessions(&url, Duration::from_secs(600));
+    let ids: Vec<Arc<str>> = (0..30).map(|i| Arc::from(format!("t{i}"))).collect();
+    for id in &ids {
+        sessions.save(record(id)).await.expect("save");
+    }
+    let short = redis_sessions(&url, Duration::from_secs(5));
+    short.touch(&ids).await.expect("touch across slots");
+    for id in &ids {
+        let key = format!("ballast:contract:session:{id}");
+        let ttl = cluster.command_for(&key, &["PTTL", &key]).await;
+        let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("PTTL");
+        assert!(ms > 0 && ms <= 5000, "{key} touched to the 5 s TTL: {ms}");
+    }
 }
 
 #[tokio::test]
@@ -271,18 +474,22 @@ async fn memory_session_store_keeps_the_contract() {
 async fn redis_session_store_keeps_the_contract_across_replicas() {
     let redis = RedisServer::start().await;
     let idle = Duration::from_secs(60);
-    sessions_round_trip(redis_sessions(&redis, idle), redis_sessions(&redis, idle)).await;
+    sessions_round_trip(
+        redis_sessions(&redis.url(), idle),
+        redis_sessions(&redis.url(), idle),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn redis_keys_are_namespaced_and_all_have_ttls() {
     let redis = RedisServer::start().await;
-    let log = redis_log(&redis);
-    let sessions = redis_sessions(&redis, Duration::from_secs(60));
+    let log = redis_log(&redis.url());
+    let sessions = redis_sessions(&redis.url(), Duration::from_secs(60));
     log.open("ns", "sess").await.expect("open");
     log.append("ns", b("x")).await.expect("append");
     sessions.save(record("ns-session")).await.expect("save");
-    let quick = replica_log(&redis);
+    let quick = replica_log(&redis.url());
     quick
         .open_for_request("ns-quick", "sess", b("{}"))
         .await
@@ -324,8 +531,8 @@ async fn redis_keys_are_namespaced_and_all_have_ttls() {
 #[tokio::test]
 async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
     let redis = RedisServer::start().await;
-    let writer = replica_log_with(&redis, Duration::from_secs(60));
-    let other = redis_log(&redis);
+    let writer = replica_log_with(&redis.url(), Duration::from_secs(60));
+    let other = redis_log(&redis.url());
     writer
         .open_for_request(
             "quick",
@@ -342,10 +549,10 @@ async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
     // The writer's own readers see it once Redis has it, not before.
     let here = writer.read("quick", 0, Duration::from_secs(10)).await;
     assert_eq!(here.expect("read").events, vec![(1, b("answer"))]);
-    let keys = redis.command(&["KEYS", "ballast:contract:*quick"]).await;
-    assert!(keys.contains("ballast:contract:o:quick"), "{keys}");
+    let keys = redis.command(&["KEYS", "ballast:contract:*{quick}"]).await;
+    assert!(keys.contains("ballast:contract:o:{quick}"), "{keys}");
     assert!(
-        !keys.contains(":m:quick") && !keys.contains(":s:quick"),
+        !keys.contains(":m:{quick}") && !keys.contains(":s:{quick}"),
         "{keys}"
     );
 
@@ -370,7 +577,7 @@ async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
     let limit = i64::try_from(LIMITS.delivered_ttl.as_millis()).expect("ms");
     let mut shortened = false;
     for _ in 0..200 {
-        let ttl = redis.command(&["PTTL", "ballast:contract:o:quick"]).await;
+        let ttl = redis.command(&["PTTL", "ballast:contract:o:{quick}"]).await;
         let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("PTTL");
         if ms <= limit {
             shortened = true;
@@ -393,7 +600,7 @@ async fn a_stream_answered_at_once_is_one_key_that_other_replicas_read() {
 #[tokio::test]
 async fn a_quick_answer_is_in_redis_before_its_readers_see_it() {
     let redis = RedisServer::start().await;
-    let writer = replica_log_with(&redis, Duration::from_secs(60));
+    let writer = replica_log_with(&redis.url(), Duration::from_secs(60));
     for i in 0..50 {
         let stream = format!("d{i}");
         writer
@@ -409,7 +616,7 @@ async fn a_quick_answer_is_in_redis_before_its_readers_see_it() {
             .await
             .expect("read");
         assert_eq!(seen.events.len(), 1);
-        let key = format!("ballast:contract:o:{stream}");
+        let key = format!("ballast:contract:o:{{{stream}}}");
         let exists = redis.command(&["EXISTS", &key]).await;
         assert_eq!(exists.trim(), ":1", "{key} in Redis when its reader saw it");
     }
@@ -420,8 +627,8 @@ async fn a_quick_answer_is_in_redis_before_its_readers_see_it() {
 #[tokio::test]
 async fn a_stream_made_visible_first_is_followed_by_other_replicas() {
     let redis = RedisServer::start().await;
-    let writer = replica_log(&redis);
-    let other = redis_log(&redis);
+    let writer = replica_log(&redis.url());
+    let other = redis_log(&redis.url());
     writer
         .open_for_request("slow", "sess", b("{}"))
         .await
@@ -442,43 +649,23 @@ async fn a_stream_made_visible_first_is_followed_by_other_replicas() {
     let rest = other.read("slow", 1, Duration::ZERO).await.expect("read");
     assert_eq!(rest.events, vec![(2, b("answer"))]);
     assert!(rest.finished);
-    let keys = redis.command(&["KEYS", "ballast:contract:*slow"]).await;
+    let keys = redis.command(&["KEYS", "ballast:contract:*{slow}"]).await;
     assert!(
-        keys.contains(":m:slow") && keys.contains(":s:slow"),
+        keys.contains(":m:{slow}") && keys.contains(":s:{slow}"),
         "{keys}"
     );
-    assert!(!keys.contains(":o:slow"), "{keys}");
+    assert!(!keys.contains(":o:{slow}"), "{keys}");
 }
 
-/// Redis Cluster is not supported: a `url` that points at a cluster node
-/// (here one of two, each serving half the hash slots, so half the keys
-/// are `MOVED`) opens the store's breaker, and the streams go to memory
-/// instead of failing.
+/// A standalone `url` that points at a Redis Cluster node (here one of
+/// two, each serving half the hash slots, so half the keys are `MOVED`)
+/// opens the store's breaker, and the streams go to memory instead of
+/// failing: a cluster is named by `redis+cluster://`.
 #[tokio::test]
-async fn a_redis_cluster_node_is_refused_and_streams_stay_in_memory() {
-    let node_a = RedisServer::start_cluster_node().await;
-    let node_b = RedisServer::start_cluster_node().await;
-    node_a
-        .command(&["CLUSTER", "ADDSLOTSRANGE", "0", "8191"])
-        .await;
-    node_b
-        .command(&["CLUSTER", "ADDSLOTSRANGE", "8192", "16383"])
-        .await;
-    node_a
-        .command(&["CLUSTER", "MEET", "127.0.0.1", &node_b.port.to_string()])
-        .await;
-    let mut formed = false;
-    for _ in 0..500 {
-        let info = node_a.command(&["CLUSTER", "INFO"]).await;
-        if info.contains("cluster_state:ok") {
-            formed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(formed, "the two-node cluster formed");
-
-    let backend = RedisBackend::new(&store_config(&node_a, "cluster")).expect("backend");
+async fn a_cluster_node_given_as_a_standalone_url_is_refused_and_streams_stay_in_memory() {
+    let cluster = RedisCluster::start(2).await;
+    let node_a = &cluster.nodes[0];
+    let backend = RedisBackend::new(&store_config(&node_a.url(), "cluster")).expect("backend");
     let log = FallbackEventLog::new(
         RedisEventLog::new(backend.clone(), LIMITS, WINDOW),
         MemoryEventLog::new(LIMITS),
@@ -486,11 +673,13 @@ async fn a_redis_cluster_node_is_refused_and_streams_stay_in_memory() {
     // Streams whose keys node B serves: node A answers MOVED for each.
     let mut streams = Vec::new();
     for i in 0..200 {
-        let key = format!("ballast:cluster:o:c{i}");
-        let slot = node_a.command(&["CLUSTER", "KEYSLOT", &key]).await;
-        let slot: u16 = slot.trim().trim_start_matches(':').parse().expect("slot");
-        if slot >= 8192 {
-            streams.push(format!("c{i}"));
+        let stream = format!("c{i}");
+        if cluster
+            .node_of(&format!("ballast:cluster:o:{{{stream}}}"))
+            .await
+            == 1
+        {
+            streams.push(stream);
         }
         if streams.len() == 10 {
             break;
@@ -518,7 +707,7 @@ async fn a_redis_cluster_node_is_refused_and_streams_stay_in_memory() {
 #[tokio::test]
 async fn a_session_record_expires_after_the_idle_timeout_unless_touched() {
     let redis = RedisServer::start().await;
-    let s = redis_sessions(&redis, Duration::from_millis(400));
+    let s = redis_sessions(&redis.url(), Duration::from_millis(400));
     s.save(record("t1")).await.expect("save");
     s.save(record("t2")).await.expect("save");
     for _ in 0..4 {
@@ -529,8 +718,8 @@ async fn a_session_record_expires_after_the_idle_timeout_unless_touched() {
     assert!(s.load("t2").await.expect("load").is_none(), "idle: expired");
 }
 
-fn shared_tiers(redis: &RedisServer) -> ballast::resilience::Shared {
-    let backend = RedisBackend::new(&store_config(redis, "contract")).expect("backend");
+fn shared_tiers(url: &str) -> ballast::resilience::Shared {
+    let backend = RedisBackend::new(&store_config(url, "contract")).expect("backend");
     ballast::store::redis::shared(&backend)
 }
 
@@ -543,7 +732,10 @@ async fn rate_limit_buckets_are_shared_by_replicas_and_fall_back_to_local() {
             .expect("limit")
             .with_shared(tiers.rate, "session")
     };
-    let (a, b) = (on(shared_tiers(&redis)), on(shared_tiers(&redis)));
+    let (a, b) = (
+        on(shared_tiers(&redis.url())),
+        on(shared_tiers(&redis.url())),
+    );
     assert!(a.check("s1").await.is_ok());
     assert!(b.check("s1").await.is_ok());
     assert!(a.check("s1").await.is_ok());
@@ -569,7 +761,10 @@ async fn the_stale_cache_is_shared_by_replicas() {
     let cache = |tiers: ballast::resilience::Shared| {
         StaleCache::new(100, Duration::from_secs(60)).with_shared(tiers.cache, "demo")
     };
-    let (a, b) = (cache(shared_tiers(&redis)), cache(shared_tiers(&redis)));
+    let (a, b) = (
+        cache(shared_tiers(&redis.url())),
+        cache(shared_tiers(&redis.url())),
+    );
     let key = StaleCache::key("echo", Some(&serde_json::json!({ "message": "hi" })));
     let raw = serde_json::value::RawValue::from_string(r#"{"content":[]}"#.into()).expect("raw");
     a.put(key.clone(), &raw);

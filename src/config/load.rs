@@ -95,13 +95,8 @@ pub(super) fn validate(config: &Config, src: &str, path: &Path) -> Result<(), Co
     }
     let store = &config.store;
     if store.kind == super::StoreKind::Redis {
-        if !(store.url.starts_with("redis://") || store.url.starts_with("rediss://")) {
-            return Err(invalid_field(
-                src,
-                path,
-                "store.url",
-                "must start with redis:// or rediss://",
-            ));
+        if let Err(bad) = crate::store::redis::Target::parse(&store.url) {
+            return Err(invalid_field(src, path, "store.url", &bad.0));
         }
         if store.deployment.is_empty()
             || !store
@@ -330,6 +325,19 @@ mod tests {
             err("\n[upstreams.a]\ncommand = \"x\"\nurl = \"http://127.0.0.1:1/mcp\"\n");
         assert_eq!(line, 4);
         assert_eq!(field, "upstreams.a.url");
+    }
+
+    #[test]
+    fn a_redis_cluster_url_is_accepted_and_a_bad_one_names_the_field() {
+        let ok = "[store]\nkind = \"redis\"\nurl = \"redis+cluster://10.0.0.1:7000,10.0.0.2:7000\"\n\
+                  [upstreams.a]\ncommand = \"x\"\n";
+        let config = from_toml_str(ok, Path::new("b.toml")).expect("valid");
+        assert!(config.store.url.starts_with("redis+cluster://"));
+        let (line, _, field, message) = err(
+            "[store]\nkind = \"redis\"\nurl = \"redis+cluster://10.0.0.1\"\n[upstreams.a]\ncommand = \"x\"\n",
+        );
+        assert_eq!((line, field.as_str()), (3, "store.url"));
+        assert!(message.contains("host:port"), "{message}");
     }
 
     #[test]

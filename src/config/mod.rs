@@ -116,8 +116,11 @@ pub struct StoreConfig {
     /// `memory` (default: this process only) or `redis` (shared by every
     /// replica that uses the same `url` and `deployment`).
     pub kind: StoreKind,
-    /// Redis URL, `redis://[user:pass@]host:port[/db]` or `rediss://…`
-    /// (TLS). Default `redis://127.0.0.1:6379`. Only for `kind = "redis"`.
+    /// Redis URL: a standalone Redis or Valkey,
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://…` (TLS); or a
+    /// Redis Cluster, `redis+cluster://[user:pass@]host:port[,host:port…]`
+    /// or `rediss+cluster://…`, listing some of its nodes. Default
+    /// `redis://127.0.0.1:6379`. Only for `kind = "redis"`.
     pub url: String,
     /// Key namespace: every key is `ballast:<deployment>:…`, so several
     /// deployments can share one Redis. Default `default`.

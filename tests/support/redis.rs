@@ -108,6 +108,29 @@ impl RedisServer {
         }
     }
 
+    /// Restarts the server on the same port and waits until it serves
+    /// again: for a Redis Cluster node (which rejoins with the node id and
+    /// slots in its `nodes.conf`), until it reports `cluster_state:ok`.
+    #[allow(dead_code)]
+    pub async fn restart_serving(&mut self) {
+        self.restart().await;
+        if !self.extra.iter().any(|a| a == "--cluster-enabled") {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self
+            .command(&["CLUSTER", "INFO"])
+            .await
+            .contains("cluster_state:ok")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the restarted cluster node never rejoined"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILLs the server (by its PID) and reaps it.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -158,5 +181,108 @@ impl Drop for RedisServer {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// A real Redis Cluster of `redis-server` nodes on free loopback ports,
+/// primaries only, the 16384 hash slots split evenly between them.
+#[allow(dead_code)]
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+#[allow(dead_code)]
+impl RedisCluster {
+    /// Starts `n` nodes, gives each its share of the slots, introduces
+    /// them to each other (`CLUSTER MEET`) and waits until every node
+    /// reports `cluster_state:ok` and knows every slot's owner.
+    pub async fn start(n: usize) -> Self {
+        assert!(n >= 1);
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(RedisServer::start_cluster_node().await);
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let (first, last) = Self::range(n, i);
+            let ok = node
+                .command(&[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ])
+                .await;
+            assert!(ok.starts_with("+OK"), "ADDSLOTSRANGE: {ok}");
+        }
+        for node in &nodes[1..] {
+            let ok = nodes[0]
+                .command(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()])
+                .await;
+            assert!(ok.starts_with("+OK"), "MEET: {ok}");
+        }
+        let cluster = Self { nodes };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut ready = true;
+            for node in &cluster.nodes {
+                let info = node.command(&["CLUSTER", "INFO"]).await;
+                ready &= info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{n}\r"))
+                    && info.contains("cluster_slots_ok:16384\r");
+            }
+            if ready {
+                return cluster;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the {n}-node Redis Cluster never formed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The slots node `i` of `n` serves: (first, last), inclusive.
+    fn range(n: usize, i: usize) -> (u16, u16) {
+        let per = 16384 / n;
+        let first = i * per;
+        let last = if i + 1 == n { 16383 } else { first + per - 1 };
+        (first as u16, last as u16)
+    }
+
+    /// `redis+cluster://` naming every node (as a user would list them).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The hash slot of `key` (asked of the cluster: `CLUSTER KEYSLOT`).
+    pub async fn slot(&self, key: &str) -> u16 {
+        let reply = self.nodes[0].command(&["CLUSTER", "KEYSLOT", key]).await;
+        reply
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// Index of the node serving `key`.
+    pub async fn node_of(&self, key: &str) -> usize {
+        let slot = self.slot(key).await;
+        (0..self.nodes.len())
+            .find(|&i| {
+                let (first, last) = Self::range(self.nodes.len(), i);
+                (first..=last).contains(&slot)
+            })
+            .expect("every slot has a node")
+    }
+
+    /// One command on the node serving `key`.
+    pub async fn command_for(&self, key: &str, args: &[&str]) -> String {
+        let node = self.node_of(key).await;
+        self.nodes[node].command(args).await
     }
 }

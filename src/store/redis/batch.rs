@@ -4,7 +4,9 @@
 //! pipeline in flight at a time. `SET`s that come while a pipeline is in
 //! flight go in the next one, so a busy replica sends few large writes
 //! instead of many small ones (fewer syscalls on both sides), and a quiet
-//! one sends each `SET` at once (a batch of one: no added wait).
+//! one sends each `SET` at once (a batch of one: no added wait). On a
+//! Redis Cluster a batch goes as one pipeline per hash slot
+//! ([`RedisBackend::run_each`]).
 //!
 //! The `PEXPIRE`s that shorten delivered streams' TTLs ride along with the
 //! next pipeline, unanswered. They do not wake the batching task; it wakes
@@ -133,26 +135,32 @@ async fn run(backend: Weak<RedisBackend>, mut rx: mpsc::UnboundedReceiver<Set>, 
             continue;
         }
         let Some(b) = backend.upgrade() else { return };
-        let mut pipe = redis::Pipeline::with_capacity(batch.len() + expiring.len());
+        let mut cmds = Vec::with_capacity(batch.len() + expiring.len());
+        let mut thens = Vec::with_capacity(batch.len());
         for Set {
-            key, value, ttl_ms, ..
-        } in &batch
+            key,
+            value,
+            ttl_ms,
+            then,
+        } in batch.drain(..)
         {
             // Sized once: SET, key, value, PX, ttl.
             let size = 3 + key.len() + value.head.len() + 1 + value.body.len() + 2 + 20;
             let mut set = redis::Cmd::with_capacity(5, size);
-            set.arg("SET").arg(key).arg(value).arg("PX").arg(*ttl_ms);
-            pipe.add_command(set).ignore();
+            set.arg("SET").arg(&key).arg(value).arg("PX").arg(ttl_ms);
+            cmds.push((key, set));
+            thens.push(then);
         }
-        for (key, ttl_ms) in &expiring {
-            pipe.cmd("PEXPIRE").arg(key).arg(*ttl_ms).ignore();
+        for (key, ttl_ms) in expiring {
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(&key).arg(ttl_ms);
+            cmds.push((key, expire));
         }
-        let sent = b
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await;
+        // One pipeline (one per hash slot on a Redis Cluster).
+        let sent = b.run_each(cmds).await;
         drop(b);
-        for set in batch.drain(..) {
-            (set.then)(sent.clone());
+        for (then, sent) in thens.into_iter().zip(sent) {
+            then(sent);
         }
     }
 }

@@ -1,13 +1,16 @@
 //! [`EventLog`] on Redis: one Redis Stream per downstream SSE stream, so any
 //! replica can replay and follow it.
 //!
-//! Keys (all under `ballast:<deployment>:`):
-//! - `m:<stream>` — a hash: `owner` (session id), `seq` (last seq), `bytes`
+//! Keys (all under `ballast:<deployment>:`; `{<stream>}` is a Redis Cluster
+//! hash tag, so one stream's keys share a hash slot and its scripts and
+//! pipelines run on one node):
+//! - `m:{<stream>}` — a hash: `owner` (session id), `writer` (replica id),
+//!   `req` (the request, for takeover), `seq` (last seq), `bytes`
 //!   (retained bytes), `fin` (0/1).
-//! - `s:<stream>` — the events: a Redis Stream whose entry ids are `0-<seq>`,
-//!   field `d` = the JSON-RPC message.
+//! - `s:{<stream>}` — the events: a Redis Stream whose entry ids are
+//!   `0-<seq>`, field `d` = the JSON-RPC message.
 //! - channel `n:<stream>` — a pub/sub message per append and on finish.
-//! - `o:<stream>` — instead of the three above, a stream whose whole life was
+//! - `o:{<stream>}` — instead of the three above, a stream whose whole life was
 //!   one event (a call answered before its stream had to be visible): one
 //!   string, `<owner>\n<event>`, written by one plain `SET … PX`. Nobody can
 //!   have been following it (its id was not out yet), so nothing is
@@ -79,13 +82,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
 
-/// KEYS[1] meta; ARGV[1] `<prefix>replica:`, ARGV[2] the claimer's replica
-/// id. Claims an unfinished stream whose writer's liveness key is gone;
-/// returns `{request, last_seq}` or false.
+/// KEYS[1] meta; ARGV[1] the writer seen dead ('' = none recorded),
+/// ARGV[2] the claimer's replica id. Claims the unfinished stream if its
+/// writer is still the one seen dead (compare-and-set: a replica that
+/// claimed it meanwhile wins); returns `{request, last_seq}` or false. The
+/// writer's liveness key is checked before, outside the script: it is in
+/// another hash slot.
 const CLAIM: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'fin', 'writer', 'req', 'seq')
 if not m[1] or m[1] == '1' then return false end
-if m[2] and redis.call('EXISTS', ARGV[1] .. m[2]) == 1 then return false end
+if (m[2] or '') ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[1], 'writer', ARGV[2])
 return { m[3] or '', m[4] or '0' }
 ";
@@ -189,14 +195,14 @@ impl RedisEventLog {
 
     fn keys(&self, stream: &str) -> (String, String) {
         (
-            self.backend.key(&format!("m:{stream}")),
-            self.backend.key(&format!("s:{stream}")),
+            self.backend.key(&format!("m:{{{stream}}}")),
+            self.backend.key(&format!("s:{{{stream}}}")),
         )
     }
 
     /// The key of `stream` held as one event (see the module docs).
     fn one_shot_key(&self, stream: &str) -> String {
-        format!("{}o:{stream}", self.backend.prefix())
+        format!("{}o:{{{stream}}}", self.backend.prefix())
     }
 
     /// One look at the stream: events after `after`, and whether it is
@@ -476,15 +482,43 @@ impl EventLog for RedisEventLog {
     ) -> BoxFuture<'a, Result<Option<Orphan>, StoreError>> {
         Box::pin(async move {
             let (meta, _) = self.keys(stream);
+            let seen: (Option<String>, Option<String>) = {
+                let meta = &meta;
+                self.backend
+                    .run(|mut c| async move {
+                        redis::cmd("HMGET")
+                            .arg(meta)
+                            .arg("fin")
+                            .arg("writer")
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?
+            };
+            let writer = match seen {
+                (Some(fin), writer) if fin != "1" => writer.unwrap_or_default(),
+                _ => return Ok(None), // gone or finished
+            };
+            if !writer.is_empty() {
+                let alive = self.backend.key(&format!("replica:{writer}"));
+                let alive: bool = self
+                    .backend
+                    .run(|mut c| async move {
+                        redis::cmd("EXISTS").arg(&alive).query_async(&mut c).await
+                    })
+                    .await?;
+                if alive {
+                    return Ok(None);
+                }
+            }
             let script = &self.claim;
-            let prefix = self.backend.key("replica:");
             let me = self.backend.replica();
             let claimed: Option<(Vec<u8>, String)> = self
                 .backend
                 .run(|mut c| async move {
                     script
                         .key(&meta)
-                        .arg(&prefix)
+                        .arg(&writer)
                         .arg(me)
                         .invoke_async(&mut c)
                         .await
@@ -625,25 +659,20 @@ impl EventLog for RedisEventLog {
                 before - local.len()
             };
             if !doomed.is_empty() {
-                let keys: Vec<String> = doomed
+                // One UNLINK per stream (its keys share a hash slot);
+                // UNLINK: Redis frees them off its main thread. Unfinished,
+                // so never the one-key form.
+                let unlinks = doomed
                     .iter()
-                    .flat_map(|s| {
-                        // Unfinished, so never the one-key form.
+                    .map(|s| {
                         let (m, e) = self.keys(s);
-                        [m, e]
+                        let mut unlink = redis::cmd("UNLINK");
+                        unlink.arg(&m).arg(&e);
+                        (m, unlink)
                     })
                     .collect();
-                // UNLINK: Redis frees them off its main thread.
-                let deleted = self
-                    .backend
-                    .run(|mut c| async move {
-                        redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async::<()>(&mut c)
-                            .await
-                    })
-                    .await;
-                if let Err(e) = deleted {
+                let deleted = self.backend.run_each(unlinks).await;
+                if let Some(Err(e)) = deleted.into_iter().find(Result::is_err) {
                     tracing::debug!(error = %e, "could not delete ended streams; their TTLs will");
                 }
                 for s in &doomed {

@@ -1,11 +1,17 @@
 //! Redis (or Valkey) implementations of the stores, shared by every replica
 //! that uses the same Redis and deployment name.
 //!
-//! - [`RedisBackend`] — one lazily connected `ConnectionManager`
-//!   (DEPENDENCIES.md: the eager constructor blocks for seconds when Redis
-//!   is down), every operation bounded by `op_timeout` and guarded by a
-//!   circuit breaker named `store:redis`, and the key namespace
-//!   `ballast:<deployment>:`.
+//! - [`RedisBackend`] — one lazily connected connection ([`Conn`]): a
+//!   `ConnectionManager` for a standalone Redis, a cluster connection for a
+//!   Redis Cluster ([`Target`], `target.rs`); DEPENDENCIES.md: the eager
+//!   constructors block for seconds when Redis is down. Every operation is
+//!   bounded by `op_timeout` and guarded by a circuit breaker named
+//!   `store:redis`; keys live under `ballast:<deployment>:`.
+//! - Redis Cluster: every multi-key command and script touches one
+//!   stream's keys, which share a hash slot (`{<stream>}` hash tags); writes
+//!   that span streams or sessions go through [`RedisBackend::run_each`],
+//!   one pipeline per slot; pub/sub uses one node (classic `PUBLISH`
+//!   reaches every node of a cluster).
 //! - [`RedisEventLog`] (`events.rs`) — streams as Redis Streams.
 //! - [`RedisSessionStore`] (`sessions.rs`) — records as JSON strings with a TTL.
 //! - [`RedisCache`] (`cache.rs`) and [`RedisRateLimit`] (`rate.rs`) — the
@@ -16,31 +22,38 @@
 
 mod batch;
 mod cache;
+mod conn;
 mod events;
 mod notify;
 mod rate;
 mod sessions;
+mod target;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use redis::cluster_routing::Slot;
 
 pub use self::batch::{EXPIRE_FLUSH, SetBatcher, Then};
 pub use self::cache::RedisCache;
+pub use self::conn::Conn;
 pub use self::events::{HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog};
 pub use self::notify::POLL;
 pub use self::rate::RedisRateLimit;
 pub use self::sessions::RedisSessionStore;
+pub use self::target::{BadUrl, Target};
 use super::StoreError;
 use crate::config::StoreConfig;
 use crate::resilience::{Breaker, BreakerState};
 
 /// A connection to Redis behind a timeout and a breaker.
 pub struct RedisBackend {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// One client per node a pub/sub connection may use (the standalone
+    /// Redis, or a cluster's seed nodes, tried in turn).
+    pubsub_nodes: Vec<redis::Client>,
+    conn: Conn,
     prefix: String,
     op_timeout: Duration,
     breaker: Arc<Breaker>,
@@ -57,20 +70,52 @@ impl RedisBackend {
     /// operation connects; a Redis that is down costs only that operation's
     /// timeout, then the breaker).
     ///
+    /// A `redis+cluster://` URL ([`Target`]) gives a Redis Cluster
+    /// connection, which also connects on first use.
+    ///
     /// # Errors
     /// [`StoreError::Unavailable`] if the URL does not parse.
     pub fn new(config: &StoreConfig) -> Result<Arc<Self>, StoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("bad redis url: {e}")))?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.op_timeout))
-            .set_response_timeout(Some(config.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let bad =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("bad redis url: {e}"));
+        let target = Target::parse(&config.url).map_err(|e| bad(&e))?;
+        let pubsub_nodes = target
+            .nodes()
+            .iter()
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let conn = match &target {
+            Target::Single(_) => {
+                let manager_config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.op_timeout))
+                    .set_response_timeout(Some(config.op_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(100));
+                let client = pubsub_nodes[0].clone();
+                Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client, manager_config)
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                )
+            }
+            Target::Cluster(nodes) => {
+                // Redirects are retried at once; a node that is down costs
+                // at most `op_timeout` (the run's own bound) before the
+                // breaker counts it.
+                let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .build()
+                    .map_err(|e| bad(&e))?;
+                let cluster_config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(config.op_timeout)
+                    .set_response_timeout(config.op_timeout);
+                Conn::Cluster(client.get_pending_async_connection_with_config(cluster_config))
+            }
+        };
         Ok(Arc::new(Self {
-            client,
+            pubsub_nodes,
             conn,
             prefix: format!("ballast:{}:", config.deployment),
             op_timeout: config.op_timeout,
@@ -97,6 +142,11 @@ impl RedisBackend {
         &self.prefix
     }
 
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
     /// The breaker's state: anything but closed means new data goes to
     /// the memory fallback.
     pub fn state(&self) -> BreakerState {
@@ -111,7 +161,7 @@ impl RedisBackend {
     /// [`StoreError::Unavailable`]: breaker open, timeout, or a Redis error.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let permit = self
@@ -125,8 +175,10 @@ impl RedisBackend {
             }
             Ok(Err(e)) => {
                 // Server-side answers (a script error, a wrong type) say
-                // nothing about Redis being reachable. A cluster redirect
-                // does: this Redis cannot hold our keys (see `cluster`).
+                // nothing about Redis being reachable. A cluster error
+                // does: a redirect the cluster connection could not follow
+                // (or a standalone URL naming a cluster node, see
+                // `cluster_refused`), or a cluster that is down.
                 let unreachable = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
@@ -149,28 +201,74 @@ impl RedisBackend {
         }
     }
 
-    /// Redis answered as a Redis Cluster node (`MOVED`, `ASK`, `TRYAGAIN`,
-    /// `CLUSTERDOWN`): Redis Cluster is not supported (a stream's keys and
-    /// the group-committed pipelines span hash slots). Each such answer
-    /// counts as a failure for the breaker, so Ballast runs on the memory
-    /// fallback; logs one ERROR per process saying so.
+    /// Commands that each touch one key (`(key, command)`; replies are
+    /// ignored), sent as few pipelines as the store allows: one on a
+    /// standalone Redis; on a Redis Cluster one per hash slot, concurrently
+    /// (a pipeline may not span slots). Each pipeline goes through
+    /// [`Self::run`]. Returns, per command in order, its pipeline's result.
+    pub async fn run_each(&self, cmds: Vec<(String, redis::Cmd)>) -> Vec<Result<(), StoreError>> {
+        let n = cmds.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        if !self.is_cluster() {
+            let mut pipe = redis::Pipeline::with_capacity(n);
+            for (_, cmd) in cmds {
+                pipe.add_command(cmd).ignore();
+            }
+            let sent = self
+                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .await;
+            return vec![sent; n];
+        }
+        let mut by_slot: std::collections::HashMap<Slot, (Vec<usize>, redis::Pipeline)> =
+            std::collections::HashMap::new();
+        for (i, (key, cmd)) in cmds.into_iter().enumerate() {
+            let (indices, pipe) = by_slot.entry(Slot::for_key(&key)).or_default();
+            indices.push(i);
+            pipe.add_command(cmd).ignore();
+        }
+        let sends = by_slot.into_values().map(|(indices, pipe)| async move {
+            let sent = self
+                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .await;
+            (indices, sent)
+        });
+        let mut results = vec![Ok(()); n];
+        for (indices, sent) in futures_util::future::join_all(sends).await {
+            for i in indices {
+                results[i] = sent.clone();
+            }
+        }
+        results
+    }
+
+    /// A standalone `url` answered as a Redis Cluster node (`MOVED`, `ASK`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`): a cluster needs a `redis+cluster://`
+    /// URL. Each such answer counts as a failure for the breaker, so
+    /// Ballast runs on the memory fallback; logs one ERROR per process
+    /// saying so.
     fn cluster_refused(&self) {
-        if !self
-            .cluster_logged
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        if !self.is_cluster()
+            && !self
+                .cluster_logged
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::error!(
                 breaker = BREAKER_NAME,
-                "the redis store's url points at a Redis Cluster node, and Redis Cluster is \
-                 not supported: give [store] url a standalone Redis or Valkey (a primary); \
-                 until then new sessions and streams stay in this replica's memory"
+                "the redis store's url points at a Redis Cluster node: write it as \
+                 redis+cluster://host:port[,host:port…] (or rediss+cluster://); until then \
+                 new sessions and streams stay in this replica's memory"
             );
         }
     }
 
-    /// A dedicated connection for pub/sub (not multiplexed).
-    async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+    /// A dedicated connection for pub/sub (not multiplexed), on node
+    /// `attempt` modulo the nodes known ([`Target::nodes`]), so a listener
+    /// that lost its node tries the next one.
+    async fn pubsub(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
+        let node = &self.pubsub_nodes[attempt % self.pubsub_nodes.len()];
+        node.get_async_pubsub().await
     }
 }
 

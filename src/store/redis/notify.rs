@@ -3,7 +3,9 @@
 //! `PSUBSCRIBE` connection per process) for appends made by another
 //! replica — so a stream whose call runs on replica A is followed on B as
 //! soon as A appends. Readers also re-check on a short poll, so a lost
-//! pub/sub message (Redis restarting) only delays them.
+//! pub/sub message (Redis restarting) only delays them. On a Redis Cluster
+//! the subscription is on one node (classic `PUBLISH` reaches every node);
+//! when that node is lost the listener moves to the next seed node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -72,12 +74,13 @@ pub(super) async fn listen(
 
 async fn listen_until_dropped(backend: Weak<RedisBackend>, waiters: Weak<Waiters>) {
     let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0_usize;
     loop {
         let Some(b) = backend.upgrade() else { return };
         let pattern = b.key("n:*");
         let strip = b.key("n:");
         let subscribed = async {
-            let mut pubsub = b.pubsub().await?;
+            let mut pubsub = b.pubsub(attempt).await?;
             pubsub.psubscribe(&pattern).await?;
             redis::RedisResult::Ok(pubsub)
         };
@@ -98,6 +101,7 @@ async fn listen_until_dropped(backend: Weak<RedisBackend>, waiters: Weak<Waiters
             Ok(Err(e)) => tracing::debug!(error = %e, "redis pub/sub subscribe failed"),
             Err(_) => tracing::debug!("redis pub/sub subscribe timed out"),
         }
+        attempt = attempt.wrapping_add(1);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }

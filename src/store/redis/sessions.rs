@@ -84,14 +84,23 @@ impl SessionStore for RedisSessionStore {
             if ids.is_empty() {
                 return Ok(());
             }
-            let mut pipe = redis::pipe();
             let ttl = i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX);
-            for id in ids {
-                pipe.pexpire(self.key(id), ttl).ignore();
-            }
+            let touches = ids
+                .iter()
+                .map(|id| {
+                    let key = self.key(id);
+                    let mut touch = redis::cmd("PEXPIRE");
+                    touch.arg(&key).arg(ttl);
+                    (key, touch)
+                })
+                .collect();
+            // One pipeline (one per hash slot on a Redis Cluster).
             self.backend
-                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .run_each(touches)
                 .await
+                .into_iter()
+                .find(Result::is_err)
+                .unwrap_or(Ok(()))
         })
     }
 
