@@ -274,23 +274,25 @@ async fn woken_by_pub_sub(
 
 /// An unfinished stream whose writer is alive is not claimed; once the
 /// writer's liveness key is gone (its process died), one replica claims it
-/// and gets its request and last seq; a second claim finds nothing.
+/// and gets its request and last seq; of two replicas claiming at the same
+/// moment exactly one wins; a claim after that finds nothing.
 async fn orphans_are_claimed_once_their_writer_is_gone(url: &str) {
+    const RACED: usize = 6;
     let writer = redis_log(url);
-    writer
-        .open_for_request("orphan", "sess", b(r#"{"id":9}"#))
-        .await
-        .expect("open");
-    writer
-        .append("orphan", b("progress"))
-        .await
-        .expect("append");
+    for i in 0..=RACED {
+        let stream = format!("orphan{i}");
+        writer
+            .open_for_request(&stream, "sess", b(r#"{"id":9}"#))
+            .await
+            .expect("open");
+        writer.append(&stream, b("progress")).await.expect("append");
+    }
     let (a, b2) = (redis_log(url), redis_log(url));
-    assert!(a.claim_orphan("orphan").await.expect("claim").is_none());
+    assert!(a.claim_orphan("orphan0").await.expect("claim").is_none());
     drop(writer); // its heartbeat stops; the liveness key expires
     let deadline = tokio::time::Instant::now() + REPLICA_TTL * 4;
     let orphan = loop {
-        if let Some(o) = a.claim_orphan("orphan").await.expect("claim") {
+        if let Some(o) = a.claim_orphan("orphan0").await.expect("claim") {
             break o;
         }
         assert!(tokio::time::Instant::now() < deadline, "never claimable");
@@ -299,13 +301,23 @@ async fn orphans_are_claimed_once_their_writer_is_gone(url: &str) {
     assert_eq!(orphan.request, Some(b(r#"{"id":9}"#)));
     assert_eq!(orphan.last_seq, 1);
     assert!(
-        b2.claim_orphan("orphan").await.expect("claim").is_none(),
+        b2.claim_orphan("orphan0").await.expect("claim").is_none(),
         "claimed once: its new writer is alive"
     );
-    a.append_last("orphan", b("answer")).await.expect("answer");
-    let all = b2.read("orphan", 0, Duration::ZERO).await.expect("read");
+    a.append_last("orphan0", b("answer")).await.expect("answer");
+    let all = b2.read("orphan0", 0, Duration::ZERO).await.expect("read");
     assert_eq!(all.events, vec![(1, b("progress")), (2, b("answer"))]);
     assert!(all.finished);
+    // Both see the dead writer; the compare-and-set lets one through.
+    for i in 1..=RACED {
+        let stream = format!("orphan{i}");
+        let (x, y) = tokio::join!(a.claim_orphan(&stream), b2.claim_orphan(&stream));
+        let winners = [x.expect("claim"), y.expect("claim")]
+            .iter()
+            .filter(|o| o.is_some())
+            .count();
+        assert_eq!(winners, 1, "{stream}: exactly one claimer wins");
+    }
 }
 
 #[tokio::test]
@@ -383,6 +395,36 @@ async fn on_a_redis_cluster_with_its_first_node_down_replicas_subscribe_on_the_n
     let stream = stream.expect("a stream on node 2");
     cluster.nodes[0].kill().await;
     woken_by_pub_sub(&cluster.url(), &cluster.nodes[1], &cluster.nodes[2], stream).await;
+}
+
+/// Writes that span hash slots (here keys on all three nodes, in one call)
+/// are split into one pipeline per slot, and every one lands on the node
+/// serving it.
+#[tokio::test]
+async fn on_a_redis_cluster_one_write_spanning_slots_lands_on_every_node() {
+    let cluster = RedisCluster::start(3).await;
+    let backend = RedisBackend::new(&store_config(&cluster.url(), "contract")).expect("backend");
+    let keys: Vec<String> = (0..30)
+        .map(|i| format!("ballast:contract:x:{{k{i}}}"))
+        .collect();
+    let cmds = keys
+        .iter()
+        .map(|k| {
+            let mut set = redis::cmd("SET");
+            set.arg(k).arg("v").arg("PX").arg(60_000);
+            (k.clone(), set)
+        })
+        .collect();
+    let results = backend.run_each(cmds).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut nodes = std::collections::BTreeSet::new();
+    for k in &keys {
+        nodes.insert(cluster.node_of(k).await);
+        let got = cluster.command_for(k, &["GET", k]).await;
+        assert!(got.contains("\r\nv\r\n"), "{k}: {got}");
+    }
+    assert_eq!(nodes.len(), 3, "the keys span all three nodes");
+    assert!(!ballast::store::on_fallback(&backend));
 }
 
 /// Answers to many calls at once go out as group-committed batches that

@@ -40,9 +40,14 @@ impl RedisServer {
             crate::support::redis::unique()
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        // A lost node is never marked failed within a test (node timeout
+        // 60 s), so the other nodes keep serving their slots: the tests do
+        // not depend on how fast they run.
         let mut server = Self::start_with(vec![
             "--cluster-enabled".into(),
             "yes".into(),
+            "--cluster-node-timeout".into(),
+            "60000".into(),
             "--dir".into(),
             dir.display().to_string(),
         ])

@@ -85,12 +85,13 @@ return 1
 /// KEYS[1] meta; ARGV[1] the writer seen dead ('' = none recorded),
 /// ARGV[2] the claimer's replica id. Claims the unfinished stream if its
 /// writer is still the one seen dead (compare-and-set: a replica that
-/// claimed it meanwhile wins); returns `{request, last_seq}` or false. The
-/// writer's liveness key is checked before, outside the script: it is in
-/// another hash slot.
+/// claimed it meanwhile wins) or is the claimer already (the same claim
+/// again); returns `{request, last_seq}` or false. The writer's liveness
+/// key is checked before, outside the script: it is in another hash slot.
 const CLAIM: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'fin', 'writer', 'req', 'seq')
 if not m[1] or m[1] == '1' then return false end
+if m[2] == ARGV[2] then return { m[3] or '', m[4] or '0' } end
 if (m[2] or '') ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[1], 'writer', ARGV[2])
 return { m[3] or '', m[4] or '0' }

@@ -99,13 +99,17 @@ impl RedisBackend {
                 )
             }
             Target::Cluster(nodes) => {
-                // Redirects are retried at once; a node that is down costs
-                // at most `op_timeout` (the run's own bound) before the
-                // breaker counts it.
+                // No request is sent twice (retries 0): the cluster client
+                // re-sends a request whose connection failed after it was
+                // written, and an append is not idempotent (a re-sent one
+                // would store its event twice). A command that meets a
+                // redirect (failover, resharding) fails instead, the slot
+                // map is rebuilt for the next one, and the caller falls
+                // back to memory for that write, as when a standalone
+                // Redis fails; the `ConnectionManager` never re-sends
+                // either.
                 let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                    .retries(2)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100)
+                    .retries(0)
                     .build()
                     .map_err(|e| bad(&e))?;
                 let cluster_config = redis::cluster::ClusterConfig::new()
@@ -164,15 +168,26 @@ impl RedisBackend {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let permit = self
-            .breaker
+        let permit = self.permit()?;
+        let (result, unreachable) = self.bounded(op(self.conn.clone())).await;
+        permit.record(unreachable);
+        result
+    }
+
+    fn permit(&self) -> Result<crate::resilience::Permit, StoreError> {
+        self.breaker
             .acquire()
-            .map_err(|open| StoreError::Unavailable(format!("{} open", open.breaker)))?;
-        match tokio::time::timeout(self.op_timeout, op(self.conn.clone())).await {
-            Ok(Ok(v)) => {
-                permit.record(false);
-                Ok(v)
-            }
+            .map_err(|open| StoreError::Unavailable(format!("{} open", open.breaker)))
+    }
+
+    /// `op` within `op_timeout`; also whether its failure says Redis is
+    /// unreachable (what the breaker counts).
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> (Result<T, StoreError>, bool) {
+        match tokio::time::timeout(self.op_timeout, op).await {
+            Ok(Ok(v)) => (Ok(v), false),
             Ok(Err(e)) => {
                 // Server-side answers (a script error, a wrong type) say
                 // nothing about Redis being reachable. A cluster error
@@ -188,24 +203,24 @@ impl RedisBackend {
                 if e.is_cluster_error() {
                     self.cluster_refused();
                 }
-                permit.record(unreachable);
-                Err(StoreError::Unavailable(e.to_string()))
+                (Err(StoreError::Unavailable(e.to_string())), unreachable)
             }
-            Err(_) => {
-                permit.record(true);
+            Err(_) => (
                 Err(StoreError::Unavailable(format!(
                     "redis did not answer within {:?}",
                     self.op_timeout
-                )))
-            }
+                ))),
+                true,
+            ),
         }
     }
 
     /// Commands that each touch one key (`(key, command)`; replies are
     /// ignored), sent as few pipelines as the store allows: one on a
     /// standalone Redis; on a Redis Cluster one per hash slot, concurrently
-    /// (a pipeline may not span slots). Each pipeline goes through
-    /// [`Self::run`]. Returns, per command in order, its pipeline's result.
+    /// (a pipeline may not span slots), each within `op_timeout`. The whole
+    /// call is one breaker call: it fails if any pipeline found Redis
+    /// unreachable. Returns, per command in order, its pipeline's result.
     pub async fn run_each(&self, cmds: Vec<(String, redis::Cmd)>) -> Vec<Result<(), StoreError>> {
         let n = cmds.len();
         if n == 0 {
@@ -228,18 +243,26 @@ impl RedisBackend {
             indices.push(i);
             pipe.add_command(cmd).ignore();
         }
+        let permit = match self.permit() {
+            Ok(p) => p,
+            Err(open) => return vec![Err(open); n],
+        };
         let sends = by_slot.into_values().map(|(indices, pipe)| async move {
-            let sent = self
-                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            let mut c = self.conn.clone();
+            let (sent, unreachable) = self
+                .bounded(async move { pipe.query_async::<()>(&mut c).await })
                 .await;
-            (indices, sent)
+            (indices, sent, unreachable)
         });
         let mut results = vec![Ok(()); n];
-        for (indices, sent) in futures_util::future::join_all(sends).await {
+        let mut any_unreachable = false;
+        for (indices, sent, unreachable) in futures_util::future::join_all(sends).await {
+            any_unreachable |= unreachable;
             for i in indices {
                 results[i] = sent.clone();
             }
         }
+        permit.record(any_unreachable);
         results
     }
 

@@ -75,10 +75,14 @@ pub(super) async fn listen(
 async fn listen_until_dropped(backend: Weak<RedisBackend>, waiters: Weak<Waiters>) {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0_usize;
+    // Subscriptions failed in a row, and whether that was reported.
+    let (mut failed, mut warned) = (0_usize, false);
     loop {
         let Some(b) = backend.upgrade() else { return };
         let pattern = b.key("n:*");
         let strip = b.key("n:");
+        let nodes = b.pubsub_nodes.len();
+        let store_up = b.state() == crate::resilience::BreakerState::Closed;
         let subscribed = async {
             let mut pubsub = b.pubsub(attempt).await?;
             pubsub.psubscribe(&pattern).await?;
@@ -86,6 +90,26 @@ async fn listen_until_dropped(backend: Weak<RedisBackend>, waiters: Weak<Waiters
         };
         let pubsub = tokio::time::timeout(Duration::from_secs(2), subscribed).await;
         drop(b);
+        if pubsub.as_ref().is_ok_and(Result::is_ok) {
+            if warned {
+                tracing::info!("redis pub/sub subscribed again");
+            }
+            (failed, warned) = (0, false);
+        } else {
+            failed += 1;
+            // Every node tried, and the store itself answers: the nodes
+            // listed in `url` are gone (a cluster that was reshaped), not
+            // Redis. Readers on other replicas' streams now wait for
+            // their poll instead of a wake-up.
+            if failed >= nodes && store_up && !warned {
+                warned = true;
+                tracing::warn!(
+                    nodes,
+                    "redis pub/sub: no node listed in [store] url takes a subscription; \
+                     readers of streams written by other replicas fall back to polling"
+                );
+            }
+        }
         match pubsub {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);

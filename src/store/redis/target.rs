@@ -51,23 +51,26 @@ impl Target {
                 "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://".into(),
             ));
         };
-        let (hosts_part, query) = match rest.split_once('?') {
-            Some((h, q)) => (h, Some(q)),
+        // `#insecure` (TLS without certificate checks) is a fragment for the
+        // redis crate; `?…` a query; both go to every node's URL.
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((r, f)) => (r, Some(f)),
             None => (rest, None),
         };
-        if let Some((_, db)) = hosts_part.split_once('/')
-            && !db.is_empty()
-            && db != "0"
-        {
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, rest),
+        };
+        let (hosts, db) = rest.split_once('/').unwrap_or((rest, ""));
+        if !db.is_empty() && db != "0" {
             return Err(BadUrl(format!(
                 "a Redis Cluster has only database 0, not /{db}"
             )));
         }
-        let hosts_part = hosts_part.split('/').next().unwrap_or_default();
-        let (userinfo, hosts) = match hosts_part.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, hosts_part),
-        };
         let mut nodes = Vec::new();
         for node in hosts.split(',') {
             let node = node.trim();
@@ -88,6 +91,10 @@ impl Target {
             if let Some(q) = query {
                 one.push('?');
                 one.push_str(q);
+            }
+            if let Some(f) = fragment {
+                one.push('#');
+                one.push_str(f);
             }
             nodes.push(one);
         }
@@ -117,14 +124,33 @@ mod tests {
 
     #[test]
     fn a_cluster_url_lists_its_seed_nodes_with_credentials_and_query() {
-        let t = Target::parse("rediss+cluster://u:p@a:7000, b:7001?insecure").expect("parses");
+        let t = Target::parse("rediss+cluster://u:p%2Fq@a:7000, b:7001?protocol=resp3#insecure")
+            .expect("parses");
         assert_eq!(
             t,
             Target::Cluster(vec![
-                "rediss://u:p@a:7000?insecure".into(),
-                "rediss://u:p@b:7001?insecure".into()
+                "rediss://u:p%2Fq@a:7000?protocol=resp3#insecure".into(),
+                "rediss://u:p%2Fq@b:7001?protocol=resp3#insecure".into()
             ])
         );
+        assert_eq!(
+            Target::parse("redis+cluster://[::1]:7000/#x"),
+            Ok(Target::Cluster(vec!["redis://[::1]:7000#x".into()]))
+        );
+        // The redis crate reads each node URL as we meant it.
+        for node in t.nodes() {
+            let info: redis::ConnectionInfo =
+                redis::IntoConnectionInfo::into_connection_info(node.as_str()).expect("valid");
+            assert_eq!(info.redis_settings().username(), Some("u"));
+            assert!(
+                matches!(
+                    info.addr(),
+                    redis::ConnectionAddr::TcpTls { insecure: true, .. }
+                ),
+                "{:?}",
+                info.addr()
+            );
+        }
         assert_eq!(
             Target::parse("redis+cluster://a:7000/0"),
             Ok(Target::Cluster(vec!["redis://a:7000".into()]))
