@@ -427,6 +427,77 @@ async fn on_a_redis_cluster_one_write_spanning_slots_lands_on_every_node() {
     assert!(!ballast::store::on_fallback(&backend));
 }
 
+/// A batch spanning slots goes as one pipeline per node, grouped by the
+/// slot map the replica read. When a slot moves to another node under that
+/// map (resharding), the batch grouped by it fails for the keys of the node
+/// that lost the slot — all of them, since they shared its pipeline; those
+/// writes would go to memory — and the next batch, grouped by the map read
+/// again, lands on every node, the moved key on its new owner.
+#[tokio::test]
+async fn on_a_redis_cluster_a_slot_moved_under_the_slot_map_fails_one_batch_then_lands() {
+    let cluster = RedisCluster::start(3).await;
+    let backend = RedisBackend::new(&store_config(&cluster.url(), "contract")).expect("backend");
+    let set = |k: &str| {
+        let mut set = redis::cmd("SET");
+        set.arg(k).arg("v").arg("PX").arg(60_000);
+        (k.to_owned(), set)
+    };
+    let keys: Vec<String> = (0..30)
+        .map(|i| format!("ballast:contract:x:{{k{i}}}"))
+        .collect();
+    let first = backend
+        .run_each(keys.iter().map(|k| set(k)).collect())
+        .await;
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+
+    // A key in a slot no other key uses, moved from its node to the next.
+    let mut key_slots = Vec::new();
+    for k in &keys {
+        key_slots.push(cluster.slot(k).await);
+    }
+    let mut moved = String::new();
+    for j in 0.. {
+        moved = format!("ballast:contract:x:{{moved{j}}}");
+        if !key_slots.contains(&cluster.slot(&moved).await) {
+            break;
+        }
+    }
+    let slot = cluster.slot(&moved).await.to_string();
+    let from = cluster.node_of(&moved).await;
+    let to = (from + 1) % 3;
+    let to_id = cluster.nodes[to].command(&["CLUSTER", "MYID"]).await;
+    let to_id = to_id.lines().nth(1).expect("MYID").to_owned();
+    for node in [to, from, (to + 1) % 3] {
+        let ok = cluster.nodes[node]
+            .command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])
+            .await;
+        assert!(ok.starts_with("+OK"), "SETSLOT: {ok}");
+    }
+
+    let mut batch: Vec<String> = keys.clone();
+    batch.push(moved.clone());
+    let stale = backend
+        .run_each(batch.iter().map(|k| set(k)).collect())
+        .await;
+    let mut expected_failed = Vec::new();
+    for (i, k) in batch.iter().enumerate() {
+        if i + 1 == batch.len() || cluster.node_of(k).await == from {
+            expected_failed.push(i);
+        }
+    }
+    let failed: Vec<usize> = (0..batch.len()).filter(|&i| stale[i].is_err()).collect();
+    assert_eq!(failed, expected_failed, "the old owner's whole pipeline");
+    assert!(failed.len() > 1, "keys of one node share one pipeline");
+
+    let again = backend
+        .run_each(batch.iter().map(|k| set(k)).collect())
+        .await;
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    let got = cluster.nodes[to].command(&["GET", &moved]).await;
+    assert!(got.contains("\r\nv\r\n"), "{moved} on its new owner: {got}");
+    assert!(!ballast::store::on_fallback(&backend));
+}
+
 /// Answers to many calls at once go out as group-committed batches that
 /// span hash slots on every node: each is in the cluster (read by another
 /// replica, which has no copy of its own), its key on the node serving its

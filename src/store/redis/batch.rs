@@ -5,7 +5,7 @@
 //! flight go in the next one, so a busy replica sends few large writes
 //! instead of many small ones (fewer syscalls on both sides), and a quiet
 //! one sends each `SET` at once (a batch of one: no added wait). On a
-//! Redis Cluster a batch goes as one pipeline per hash slot
+//! Redis Cluster a batch goes as one pipeline per node
 //! ([`RedisBackend::run_each`]).
 //!
 //! The `PEXPIRE`s that shorten delivered streams' TTLs ride along with the

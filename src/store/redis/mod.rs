@@ -10,7 +10,7 @@
 //! - Redis Cluster: every multi-key command and script touches one
 //!   stream's keys, which share a hash slot (`{<stream>}` hash tags); writes
 //!   that span streams or sessions go through [`RedisBackend::run_each`],
-//!   one pipeline per slot; pub/sub uses one node (classic `PUBLISH`
+//!   one pipeline per node (`slots.rs`: the slot map it groups by); pub/sub uses one node (classic `PUBLISH`
 //!   reaches every node of a cluster).
 //! - [`RedisEventLog`] (`events.rs`) — streams as Redis Streams.
 //! - [`RedisSessionStore`] (`sessions.rs`) — records as JSON strings with a TTL.
@@ -27,6 +27,7 @@ mod events;
 mod notify;
 mod rate;
 mod sessions;
+mod slots;
 mod target;
 
 use std::future::Future;
@@ -34,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::cluster_routing::Slot;
 
 pub use self::batch::{EXPIRE_FLUSH, SetBatcher, Then};
 pub use self::cache::RedisCache;
@@ -60,6 +60,8 @@ pub struct RedisBackend {
     replica: Arc<str>,
     /// Whether the Redis Cluster ERROR was logged (once per process).
     cluster_logged: std::sync::atomic::AtomicBool,
+    /// A Redis Cluster's slot → node map, for grouping batches by node.
+    slots: slots::SlotMap,
 }
 
 /// The breaker's name in logs, metrics and `/readyz`.
@@ -126,6 +128,7 @@ impl RedisBackend {
             breaker: Breaker::new(BREAKER_NAME, config.breaker.clone()),
             replica: crate::store::new_stream_id(),
             cluster_logged: std::sync::atomic::AtomicBool::new(false),
+            slots: slots::SlotMap::default(),
         }))
     }
 
@@ -217,8 +220,9 @@ impl RedisBackend {
 
     /// Commands that each touch one key (`(key, command)`; replies are
     /// ignored), sent as few pipelines as the store allows: one on a
-    /// standalone Redis; on a Redis Cluster one per hash slot, concurrently
-    /// (a pipeline may not span slots), each within `op_timeout`. The whole
+    /// standalone Redis; on a Redis Cluster one per primary (by the slot
+    /// map, `slots.rs`; one per hash slot while there is none),
+    /// concurrently, each within `op_timeout`. The whole
     /// call is one breaker call: it fails if any pipeline found Redis
     /// unreachable. Returns, per command in order, its pipeline's result.
     pub async fn run_each(&self, cmds: Vec<(String, redis::Cmd)>) -> Vec<Result<(), StoreError>> {
@@ -236,34 +240,65 @@ impl RedisBackend {
                 .await;
             return vec![sent; n];
         }
-        let mut by_slot: std::collections::HashMap<Slot, (Vec<usize>, redis::Pipeline)> =
-            std::collections::HashMap::new();
-        for (i, (key, cmd)) in cmds.into_iter().enumerate() {
-            let (indices, pipe) = by_slot.entry(Slot::for_key(&key)).or_default();
-            indices.push(i);
-            pipe.add_command(cmd).ignore();
-        }
+        let (keys, cmds): (Vec<String>, Vec<redis::Cmd>) = cmds.into_iter().unzip();
+        let slots: Vec<u16> = keys.iter().map(|k| slots::slot_of(k.as_bytes())).collect();
+        let map = self.slot_map().await;
+        let groups = slots::group(&slots, map.as_deref());
+        let mut cmds: Vec<Option<redis::Cmd>> = cmds.into_iter().map(Some).collect();
         let permit = match self.permit() {
             Ok(p) => p,
             Err(open) => return vec![Err(open); n],
         };
-        let sends = by_slot.into_values().map(|(indices, pipe)| async move {
+        let sends = groups.into_iter().map(|g| {
+            let mut pipe = redis::Pipeline::with_capacity(g.indices.len());
+            for &i in &g.indices {
+                if let Some(cmd) = cmds[i].take() {
+                    pipe.add_command(cmd).ignore();
+                }
+            }
             let mut c = self.conn.clone();
-            let (sent, unreachable) = self
-                .bounded(async move { pipe.query_async::<()>(&mut c).await })
-                .await;
-            (indices, sent, unreachable)
+            async move {
+                let (sent, unreachable) = self.bounded(c.send_ignoring_replies(pipe, g.slot)).await;
+                (g.indices, sent, unreachable)
+            }
         });
         let mut results = vec![Ok(()); n];
         let mut any_unreachable = false;
         for (indices, sent, unreachable) in futures_util::future::join_all(sends).await {
             any_unreachable |= unreachable;
+            if sent.is_err() && map.is_some() {
+                // Perhaps grouped by a stale map (resharding, failover).
+                self.slots.invalidate();
+            }
             for i in indices {
                 results[i] = sent.clone();
             }
         }
         permit.record(any_unreachable);
         results
+    }
+
+    /// The cluster's slot map to group a batch by, read (`CLUSTER SLOTS`,
+    /// one breaker call) when there is none or it is old; `None` while it
+    /// cannot be read (see `slots.rs`).
+    async fn slot_map(&self) -> Option<Arc<slots::NodeMap>> {
+        let now = tokio::time::Instant::now();
+        match self.slots.current(now) {
+            slots::Lookup::Fresh(map) => Some(map),
+            slots::Lookup::Wait => None,
+            slots::Lookup::Read => {
+                let reply = self
+                    .run(|mut c| async move {
+                        redis::cmd("CLUSTER")
+                            .arg("SLOTS")
+                            .query_async::<redis::Value>(&mut c)
+                            .await
+                    })
+                    .await;
+                let map = reply.ok().and_then(|r| slots::NodeMap::parse(&r, now));
+                self.slots.store(map, now)
+            }
+        }
     }
 
     /// A standalone `url` answered as a Redis Cluster node (`MOVED`, `ASK`,
