@@ -189,8 +189,14 @@ async fn handle_message(
                 let spec = read_spec(&gw, &sink, vec![session.closed.clone()]);
                 spawn_call(gw.clone(), session, r, Some(sink.clone()), true);
                 // The priming event still leads the stream; waiting a moment
-                // lets a quick answer share the first write with it.
-                let _ = gw.log.read(&sink.stream, 0, sse::FIRST_EVENT_GRACE).await;
+                // lets a quick answer share the first write with it (and,
+                // with Redis, be stored as one key).
+                let grace = if gw.redis.is_some() {
+                    sse::SHARED_FIRST_EVENT_GRACE
+                } else {
+                    sse::FIRST_EVENT_GRACE
+                };
+                let _ = gw.log.read(&sink.stream, 0, grace).await;
                 // Other replicas must find the stream once the client has its id.
                 if gw.redis.is_some()
                     && let Err(e) = gw.log.make_visible(&sink.stream).await

@@ -10,8 +10,9 @@
 //! - Redis Cluster: every multi-key command and script touches one
 //!   stream's keys, which share a hash slot (`{<stream>}` hash tags); writes
 //!   that span streams or sessions go through [`RedisBackend::run_each`],
-//!   one pipeline per node (`slots.rs`: the slot map it groups by); pub/sub uses one node (classic `PUBLISH`
-//!   reaches every node of a cluster).
+//!   one pipeline per node (`slots.rs`: the slot map it groups by);
+//!   pub/sub uses one node (classic `PUBLISH` reaches every node of a
+//!   cluster).
 //! - [`RedisEventLog`] (`events.rs`) — streams as Redis Streams.
 //! - [`RedisSessionStore`] (`sessions.rs`) — records as JSON strings with a TTL.
 //! - [`RedisCache`] (`cache.rs`) and [`RedisRateLimit`] (`rate.rs`) — the
