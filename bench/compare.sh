@@ -484,6 +484,28 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A free loopback port for a Redis Cluster node: at most 55535, with its
+# cluster bus port (10000 higher) free too; a node on a higher port refuses
+# to start ("Redis port number too high").
+cluster_node_port() {
+  python3 -c '
+import socket
+for _ in range(1000):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    if port > 55535:
+        continue
+    bus = socket.socket()
+    try:
+        bus.bind(("127.0.0.1", port + 10000))
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port at most 55535 with its cluster bus port free")
+'
+}
+
 # VmRSS (KB) of one process, 0 if gone.
 rss_kb() {
   local k v _
@@ -712,7 +734,7 @@ start_redis_cluster() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     { SKIP[ballast-redis-cluster]="redis-server or redis-cli not installed"; return 0; }
   for i in 0 1 2; do
-    port="$(free_port)"
+    port="$(cluster_node_port)" || { SKIP[ballast-redis-cluster]="no free port for a cluster node"; return 0; }
     dir="$run/cluster-$i"
     rm -rf "$dir" && mkdir -p "$dir"
     spawn "$run/cluster-$i.log" redis-server --port "$port" --bind 127.0.0.1 \

@@ -24,6 +24,28 @@ pub struct RedisServer {
     dir: Option<std::path::PathBuf>,
 }
 
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A free loopback port for a Redis Cluster node: at most 55535, with the
+/// node's cluster bus port (10000 higher) free too — a node on a higher
+/// port refuses to start ("Redis port number too high").
+fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port at most 55535 with its cluster bus port free");
+}
+
 impl RedisServer {
     /// Starts one on a free port; waits until it answers PING.
     pub async fn start() -> Self {
@@ -43,25 +65,27 @@ impl RedisServer {
         // A lost node is never marked failed within a test (node timeout
         // 60 s), so the other nodes keep serving their slots: the tests do
         // not depend on how fast they run.
-        let mut server = Self::start_with(vec![
-            "--cluster-enabled".into(),
-            "yes".into(),
-            "--cluster-node-timeout".into(),
-            "60000".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ])
+        let mut server = Self::start_on(
+            cluster_port(),
+            vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-node-timeout".into(),
+                "60000".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ],
+        )
         .await;
         server.dir = Some(dir);
         server
     }
 
     async fn start_with(extra: Vec<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        Self::start_on(free_port(), extra).await
+    }
+
+    async fn start_on(port: u16, extra: Vec<String>) -> Self {
         let mut server = Self {
             port,
             child: None,
