@@ -49,7 +49,7 @@ fn cluster_port() -> u16 {
 impl RedisServer {
     /// Starts one on a free port; waits until it answers PING.
     pub async fn start() -> Self {
-        Self::start_with(Vec::new()).await
+        Self::start_on(free_port(), Vec::new()).await
     }
 
     /// Starts one as a Redis Cluster node (no slots yet), its cluster state
@@ -79,10 +79,6 @@ impl RedisServer {
         .await;
         server.dir = Some(dir);
         server
-    }
-
-    async fn start_with(extra: Vec<String>) -> Self {
-        Self::start_on(free_port(), extra).await
     }
 
     async fn start_on(port: u16, extra: Vec<String>) -> Self {
