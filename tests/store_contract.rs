@@ -34,6 +34,28 @@ fn store_config(url: &str, deployment: &str) -> StoreConfig {
     }
 }
 
+/// `SET <k> v PX 60000`, as [`RedisBackend::run_each`] takes it.
+fn set_v(k: &str) -> (String, redis::Cmd) {
+    let mut set = redis::cmd("SET");
+    set.arg(k).arg("v").arg("PX").arg(60_000);
+    (k.to_owned(), set)
+}
+
+/// One batch: `SET <k> v` for each of `keys`.
+async fn set_all(backend: &RedisBackend, keys: &[String]) -> Vec<Result<(), StoreError>> {
+    backend
+        .run_each(keys.iter().map(|k| set_v(k)).collect())
+        .await
+}
+
+/// 30 keys whose hash tags spread them over every node of a 3-node
+/// cluster.
+fn spread_keys() -> Vec<String> {
+    (0..30)
+        .map(|i| format!("ballast:contract:x:{{k{i}}}"))
+        .collect()
+}
+
 fn redis_log(url: &str) -> Arc<dyn EventLog> {
     let backend = RedisBackend::new(&store_config(url, "contract")).expect("backend");
     Arc::new(RedisEventLog::new(backend, LIMITS, WINDOW))
@@ -404,17 +426,8 @@ async fn on_a_redis_cluster_with_its_first_node_down_replicas_subscribe_on_the_n
 async fn on_a_redis_cluster_one_write_spanning_slots_lands_on_every_node() {
     let cluster = RedisCluster::start(3).await;
     let backend = RedisBackend::new(&store_config(&cluster.url(), "contract")).expect("backend");
-    let keys: Vec<String> = (0..30)
-        .map(|i| format!("ballast:contract:x:{{k{i}}}"))
-        .collect();
-    let cmds = keys
-        .iter()
-        .map(|k| {
-            let mut set = redis::cmd("SET");
-            set.arg(k).arg("v").arg("PX").arg(60_000);
-            (k.clone(), set)
-        })
-        .collect();
+    let keys = spread_keys();
+    let cmds = keys.iter().map(|k| set_v(k)).collect();
     let results = backend.run_each(cmds).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let mut nodes = std::collections::BTreeSet::new();
@@ -437,17 +450,8 @@ async fn on_a_redis_cluster_one_write_spanning_slots_lands_on_every_node() {
 async fn on_a_redis_cluster_a_slot_moved_under_the_slot_map_fails_one_batch_then_lands() {
     let cluster = RedisCluster::start(3).await;
     let backend = RedisBackend::new(&store_config(&cluster.url(), "contract")).expect("backend");
-    let set = |k: &str| {
-        let mut set = redis::cmd("SET");
-        set.arg(k).arg("v").arg("PX").arg(60_000);
-        (k.to_owned(), set)
-    };
-    let keys: Vec<String> = (0..30)
-        .map(|i| format!("ballast:contract:x:{{k{i}}}"))
-        .collect();
-    let first = backend
-        .run_each(keys.iter().map(|k| set(k)).collect())
-        .await;
+    let keys = spread_keys();
+    let first = set_all(&backend, &keys).await;
     assert!(first.iter().all(Result::is_ok), "{first:?}");
 
     // A key in a slot no other key uses, moved from its node to the next.
@@ -477,7 +481,7 @@ async fn on_a_redis_cluster_a_slot_moved_under_the_slot_map_fails_one_batch_then
     let mut batch: Vec<String> = keys.clone();
     batch.push(moved.clone());
     let stale = backend
-        .run_each(batch.iter().map(|k| set(k)).collect())
+        .run_each(batch.iter().map(|k| set_v(k)).collect())
         .await;
     let mut expected_failed = Vec::new();
     for (i, k) in batch.iter().enumerate() {
@@ -490,7 +494,7 @@ async fn on_a_redis_cluster_a_slot_moved_under_the_slot_map_fails_one_batch_then
     assert!(failed.len() > 1, "keys of one node share one pipeline");
 
     let again = backend
-        .run_each(batch.iter().map(|k| set(k)).collect())
+        .run_each(batch.iter().map(|k| set_v(k)).collect())
         .await;
     assert!(again.iter().all(Result::is_ok), "{again:?}");
     let got = cluster.nodes[to].command(&["GET", &moved]).await;
@@ -893,4 +897,36 @@ async fn the_stale_cache_is_shared_by_replicas() {
     assert_eq!(got.get(), r#"{"content":[]}"#);
     assert!(age < Duration::from_secs(5), "{age:?}");
     assert!(b.get("other").await.is_none());
+}
+
+/// One node of three lost: every batch spanning the slots fails for that
+/// node's pipeline, and the breaker sees those failures in a row — the
+/// slot map read again after each failed batch (answered by a live node)
+/// is not counted as a success between them — so it opens after
+/// `consecutive_failures` (3) batches and new data goes to memory.
+#[tokio::test]
+async fn on_a_redis_cluster_a_lost_node_opens_the_breaker() {
+    let mut cluster = RedisCluster::start(3).await;
+    let backend = RedisBackend::new(&store_config(&cluster.url(), "contract")).expect("backend");
+    let keys = spread_keys();
+    let first = set_all(&backend, &keys).await;
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+    cluster.nodes[1].kill().await;
+    for batch in 1..=3 {
+        assert!(
+            !ballast::store::on_fallback(&backend),
+            "open before batch {batch}"
+        );
+        let sent = backend
+            .run_each(keys.iter().map(|k| set_v(k)).collect())
+            .await;
+        assert!(
+            sent.iter().any(Result::is_err),
+            "batch {batch} reached the lost node"
+        );
+    }
+    assert!(
+        ballast::store::on_fallback(&backend),
+        "3 failed batches in a row"
+    );
 }

@@ -243,13 +243,13 @@ impl RedisBackend {
         }
         let (keys, cmds): (Vec<String>, Vec<redis::Cmd>) = cmds.into_iter().unzip();
         let slots: Vec<u16> = keys.iter().map(|k| slots::slot_of(k.as_bytes())).collect();
-        let map = self.slot_map().await;
-        let groups = slots::group(&slots, map.as_deref());
-        let mut cmds: Vec<Option<redis::Cmd>> = cmds.into_iter().map(Some).collect();
         let permit = match self.permit() {
             Ok(p) => p,
             Err(open) => return vec![Err(open); n],
         };
+        let map = self.slot_map().await;
+        let groups = slots::group(&slots, map.as_deref());
+        let mut cmds: Vec<Option<redis::Cmd>> = cmds.into_iter().map(Some).collect();
         let sends = groups.into_iter().map(|g| {
             let mut pipe = redis::Pipeline::with_capacity(g.indices.len());
             for &i in &g.indices {
@@ -280,16 +280,21 @@ impl RedisBackend {
     }
 
     /// The cluster's slot map to group a batch by, read (`CLUSTER SLOTS`,
-    /// one breaker call) when there is none or it is old; `None` while it
-    /// cannot be read (see `slots.rs`).
+    /// within `op_timeout`) when there is none or it is old; `None` while
+    /// it cannot be read (see `slots.rs`). Only for a batch that has its
+    /// breaker permit, and not a breaker call itself: any node answers it,
+    /// so its success would hide from the breaker that the batch's node is
+    /// lost (a lost node's batches fail, a re-read follows each, and the
+    /// breaker would never see failures in a row).
     async fn slot_map(&self) -> Option<Arc<slots::NodeMap>> {
         let now = tokio::time::Instant::now();
         match self.slots.current(now) {
             slots::Lookup::Fresh(map) => Some(map),
             slots::Lookup::Wait => None,
             slots::Lookup::Read => {
-                let reply = self
-                    .run(|mut c| async move {
+                let mut c = self.conn.clone();
+                let (reply, _) = self
+                    .bounded(async move {
                         redis::cmd("CLUSTER")
                             .arg("SLOTS")
                             .query_async::<redis::Value>(&mut c)
