@@ -21,7 +21,12 @@
 //! - `flood {count, bytes}` — sends `count` progress notifications, each
 //!   padded to about `bytes` bytes (for slow-consumer tests).
 //! - `sample {prompt}` — asks the client `sampling/createMessage`, returns its text.
+//! - `sample_read_only {prompt}` — the same, annotated read-only (its result
+//!   depends on the caller, not on state: the stale-cache isolation case).
 //! - `elicit {message}` — asks the client `elicitation/create`, returns its answer.
+//! - `roots` — the answer to the `roots/list` it asked once initialized, when
+//!   started with `BALLAST_DEMO_ASK_ROOTS=1` in its environment (as
+//!   server-filesystem asks at start, outside any call); else `not asked`.
 //!
 //! Also one resource (`demo://readme`) and one prompt (`greeting {name}`).
 
@@ -48,6 +53,8 @@ struct Demo {
     next_id: AtomicI64,
     flaky: Mutex<HashMap<String, u64>>,
     calls: Mutex<HashMap<RequestId, tokio::task::AbortHandle>>,
+    /// The answer to the `roots/list` asked at start, if asked.
+    roots: Mutex<Option<Value>>,
 }
 
 /// Runs the demo upstream on this process's stdin/stdout until stdin closes.
@@ -64,6 +71,7 @@ pub async fn run_demo_upstream() -> std::io::Result<()> {
         next_id: AtomicI64::new(1),
         flaky: Mutex::default(),
         calls: Mutex::default(),
+        roots: Mutex::default(),
     });
     let mut reader = BufReader::with_capacity(64 * 1024, stdin);
     let mut line = Vec::with_capacity(4096);
@@ -139,6 +147,22 @@ impl Demo {
                 if let Some(handle) = id.and_then(|id| self.calls.lock().ok()?.remove(&id)) {
                     handle.abort();
                 }
+            }
+            Message::Notification(n)
+                if n.method == method::INITIALIZED
+                    && std::env::var_os("BALLAST_DEMO_ASK_ROOTS").is_some_and(|v| v == "1") =>
+            {
+                let demo = self.clone();
+                tokio::spawn(async move {
+                    let answer = demo.ask(method::ROOTS_LIST, json!({})).await;
+                    let text = match answer {
+                        Ok(v) => v.to_string(),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    if let Ok(mut roots) = demo.roots.lock() {
+                        *roots = Some(Value::String(text));
+                    }
+                });
             }
             Message::Notification(_) => {}
             Message::Response(r) => {
@@ -304,7 +328,7 @@ impl Demo {
                 .await;
                 Ok(text("logged".into()))
             }
-            "sample" => {
+            "sample" | "sample_read_only" => {
                 let prompt = args["prompt"].as_str().unwrap_or_default();
                 let req = json!({
                     "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }],
@@ -333,6 +357,13 @@ impl Demo {
                         json!({ "content": [{ "type": "text", "text": format!("elicitation failed: {e}") }], "isError": true }),
                     ),
                 }
+            }
+            "roots" => {
+                let roots = self.roots.lock().ok().and_then(|r| r.clone());
+                Ok(text(roots.map_or_else(
+                    || "not asked".to_owned(),
+                    |v| v.as_str().unwrap_or_default().to_owned(),
+                )))
             }
             other => Err(ErrorObject::new(
                 code::INVALID_PARAMS,
@@ -390,6 +421,9 @@ fn tools() -> Value {
         { "name": "log", "description": "Sends a log notification.",
           "inputSchema": obj(json!({ "message": { "type": "string" }, "level": { "type": "string" } })) },
         { "name": "sample", "description": "Asks the client for an LLM sample.", "inputSchema": obj(json!({ "prompt": { "type": "string" } })) },
-        { "name": "elicit", "description": "Asks the user a question.", "inputSchema": obj(json!({ "message": { "type": "string" } })) }
+        { "name": "sample_read_only", "description": "Like sample, annotated read-only.", "inputSchema": obj(json!({ "prompt": { "type": "string" } })),
+          "annotations": ro },
+        { "name": "elicit", "description": "Asks the user a question.", "inputSchema": obj(json!({ "message": { "type": "string" } })) },
+        { "name": "roots", "description": "The roots/list answer it got at start.", "inputSchema": obj(json!({})), "annotations": ro }
     ])
 }

@@ -62,6 +62,8 @@ pub mod method {
     pub const PROMPTS_LIST_CHANGED: &str = "notifications/prompts/list_changed";
     /// Catalog change notifications.
     pub const RESOURCES_LIST_CHANGED: &str = "notifications/resources/list_changed";
+    /// Server→client: the client's filesystem roots.
+    pub const ROOTS_LIST: &str = "roots/list";
     /// A subscribed resource changed.
     pub const RESOURCES_UPDATED: &str = "notifications/resources/updated";
 }

@@ -351,3 +351,35 @@ async fn a_broken_upstream_answer_stream_is_resumed_with_last_event_id() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn roots_asked_outside_any_call_are_answered_from_config() {
+    // Like server-filesystem started without directories: the upstream asks
+    // `roots/list` as soon as it is initialized, when no client has a call
+    // in flight. Ballast answers with the upstream's configured roots.
+    let mut upstream = demo_upstream();
+    upstream
+        .env
+        .insert("BALLAST_DEMO_ASK_ROOTS".into(), "1".into());
+    upstream.roots = vec!["file:///srv/ballast-test".into()];
+    let mut config = ballast::Config::default();
+    config.add_upstream("demo", upstream);
+    let gw = TestGateway::start(config).await;
+    let mut c = McpClient::connect(&gw.url).await;
+    // The answer reaches the upstream asynchronously: poll its record of it
+    // (bounded: 100 tries, 20 ms apart).
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = text_of(&c.call_tool("roots", json!({})).await).to_owned();
+        if seen != "not asked" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let answer: Value = serde_json::from_str(&seen).unwrap_or_else(|_| panic!("{seen}"));
+    assert_eq!(
+        answer,
+        json!({ "roots": [{ "uri": "file:///srv/ballast-test" }] })
+    );
+    gw.stop().await;
+}

@@ -399,3 +399,53 @@ async fn rate_limits_per_session_and_per_tool_say_when_to_come_back() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_the_budget_refused_says_so() {
+    // Retries ≤ 0 × calls + 0.1/s over a 10 s window: one retry in all.
+    let gw = TestGateway::start(support::demo_config_with(|u| {
+        u.retry.budget_ratio = 0.0;
+        u.retry.budget_min_per_sec = 0.1;
+    }))
+    .await;
+    let mut c = McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool("flaky", json!({ "fail_times": 1, "key": "budget-a" }))
+        .await;
+    assert_eq!(text_of(&r), "succeeded after 1 failures", "{r}");
+    let r = c
+        .call_tool("flaky", json!({ "fail_times": 1, "key": "budget-b" }))
+        .await;
+    // The upstream's own error, with the refusal noted in its data.
+    assert_eq!(r["error"]["message"], "flaky failure 1", "{r}");
+    assert_eq!(
+        r["error"]["data"]["retry_refused"], "retry_budget_exhausted",
+        "{r}"
+    );
+    // A crash mid-call of a safe tool: Ballast's own error says it too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = c
+        .call_tool("crash_once", json!({ "marker": dir.path().join("m") }))
+        .await;
+    assert_eq!(
+        r["error"]["data"]["retry_refused"], "retry_budget_exhausted",
+        "{r}"
+    );
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("retry budget"), "{message}");
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics
+            .contains("ballast_retry_budget_exhausted_total{upstream=\"demo\",tool=\"flaky\"} 1")
+            && metrics.contains(
+                "ballast_retry_budget_exhausted_total{upstream=\"demo\",tool=\"crash_once\"} 1"
+            ),
+        "{metrics}"
+    );
+    gw.stop().await;
+}

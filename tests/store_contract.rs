@@ -882,7 +882,7 @@ async fn the_stale_cache_is_shared_by_replicas() {
         cache(shared_tiers(&redis.url())),
         cache(shared_tiers(&redis.url())),
     );
-    let key = StaleCache::key("echo", Some(&serde_json::json!({ "message": "hi" })));
+    let key = StaleCache::key(None, "echo", Some(&serde_json::json!({ "message": "hi" })));
     let raw = serde_json::value::RawValue::from_string(r#"{"content":[]}"#.into()).expect("raw");
     a.put(key.clone(), &raw);
     // The write is in the background: wait for B to see it.

@@ -160,6 +160,12 @@ pub(super) fn validate(config: &Config, src: &str, path: &Path) -> Result<(), Co
             }
             (Some(_), None) => {}
         }
+        if let Some(root) = u.roots.iter().find(|r| !r.starts_with("file://")) {
+            return Err(at(
+                "roots",
+                format!("{root:?} is not a file:// URI (MCP roots are file:// URIs)"),
+            ));
+        }
         if u.mode == UpstreamMode::PerSession {
             return Err(at(
                 "mode",

@@ -235,6 +235,12 @@ pub struct UpstreamConfig {
     /// Whether `/readyz` waits for this upstream. Default true.
     #[serde(default = "yes")]
     pub required: bool,
+    /// Roots (`file://` URIs) Ballast answers this upstream's `roots/list`
+    /// with when no single client owns the request — e.g. a server that asks
+    /// at start, outside any call (MCP "Roots"; a request a client owns goes
+    /// to that client). Empty (default): such a request gets an error.
+    #[serde(default)]
+    pub roots: Vec<String>,
     /// Connection sharing. Only `shared` (default) is available today.
     #[serde(default)]
     pub mode: UpstreamMode,
@@ -594,6 +600,7 @@ impl UpstreamConfig {
             headers: IndexMap::new(),
             prefix: None,
             required: true,
+            roots: Vec::new(),
             mode: UpstreamMode::Shared,
             init_timeout: default_init_timeout(),
             request_timeout: default_request_timeout(),

@@ -12,6 +12,7 @@
 //! | `ballast_calls_total` | counter | `upstream`, `tool`, `class` (success, transient, permanent, tool_error, degraded, outcome_unknown; and cancelled: by the client, not a failure) |
 //! | `ballast_call_duration_seconds` | histogram | `upstream`, `tool`, `class` |
 //! | `ballast_retries_total` | counter | `upstream`, `tool` |
+//! | `ballast_retry_budget_exhausted_total` | counter (a retryable failure not retried: the budget was spent) | `upstream`, `tool` |
 //! | `ballast_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `breaker` |
 //! | `ballast_breaker_transitions_total` | counter | `breaker`, `to` |
 //! | `ballast_breaker_rejections_total` | counter | `breaker` |
@@ -158,6 +159,12 @@ pub fn degraded(upstream: &str, tool: &str) {
 /// One retry of a call.
 pub fn retry(labels: &CallLabels) {
     counter!("ballast_retries_total", "upstream" => labels.upstream.clone(), "tool" => labels.tool.clone())
+        .increment(1);
+}
+
+/// A retryable failure was not retried because the retry budget was spent.
+pub fn retry_budget_exhausted(labels: &CallLabels) {
+    counter!("ballast_retry_budget_exhausted_total", "upstream" => labels.upstream.clone(), "tool" => labels.tool.clone())
         .increment(1);
 }
 

@@ -46,9 +46,17 @@ impl StaleCache {
         self
     }
 
-    /// The key for `tool` called with `arguments` (any key order).
-    pub fn key(tool: &str, arguments: Option<&Value>) -> String {
-        let mut key = String::from(tool);
+    /// The key for `tool` called with `arguments` (any key order), within
+    /// `scope`: `None` for a result any caller may get, `Some(session)` for
+    /// one only that session may get (a `cacheScope: "private"` result).
+    pub fn key(scope: Option<&str>, tool: &str, arguments: Option<&Value>) -> String {
+        let mut key = String::new();
+        if let Some(session) = scope {
+            key.push_str("s:");
+            key.push_str(session);
+            key.push('\0');
+        }
+        key.push_str(tool);
         key.push('\0');
         if let Some(args) = arguments {
             key.push_str(&canonical(args).to_string());
@@ -98,6 +106,22 @@ impl StaleCache {
     }
 }
 
+/// Whether a result says it is for its caller only: `cacheScope:
+/// "private"` (2026-07-28, SPEC.md 30; the same word as HTTP's
+/// `Cache-Control: private`). Such a result is cached for the caller's
+/// session only, never served to another.
+pub fn is_private(result: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Scope<'a> {
+        #[serde(rename = "cacheScope", borrow)]
+        cache_scope: Option<&'a str>,
+    }
+    // Most results never mention it: skip the parse for them.
+    result.get().contains("\"cacheScope\"")
+        && serde_json::from_str::<Scope<'_>>(result.get())
+            .is_ok_and(|s| s.cache_scope == Some("private"))
+}
+
 /// `value` with every object's keys sorted (so equal arguments give equal keys).
 fn canonical(value: &Value) -> Value {
     match value {
@@ -124,16 +148,41 @@ mod tests {
     #[test]
     fn keys_ignore_argument_order_and_distinguish_values() {
         let a = StaleCache::key(
+            None,
             "t",
             Some(&json!({ "b": 1, "a": { "y": 2, "x": [1, { "q": 0, "p": 1 }] } })),
         );
         let b = StaleCache::key(
+            None,
             "t",
             Some(&json!({ "a": { "x": [1, { "p": 1, "q": 0 }], "y": 2 }, "b": 1 })),
         );
         assert_eq!(a, b);
-        assert_ne!(a, StaleCache::key("t", Some(&json!({ "b": 2 }))));
-        assert_ne!(a, StaleCache::key("u", Some(&json!({ "b": 1, "a": {} }))));
+        assert_ne!(a, StaleCache::key(None, "t", Some(&json!({ "b": 2 }))));
+        assert_ne!(
+            a,
+            StaleCache::key(None, "u", Some(&json!({ "b": 1, "a": {} })))
+        );
+    }
+
+    #[test]
+    fn private_results_are_keyed_by_session() {
+        let args = json!({ "q": 1 });
+        let public = StaleCache::key(None, "t", Some(&args));
+        let a = StaleCache::key(Some("A"), "t", Some(&args));
+        let b = StaleCache::key(Some("B"), "t", Some(&args));
+        assert!(public != a && a != b && public != b);
+        let private =
+            RawValue::from_string(r#"{"content":[],"cacheScope":"private"}"#.into()).expect("json");
+        let public_result =
+            RawValue::from_string(r#"{"content":[],"cacheScope":"public"}"#.into()).expect("json");
+        let mention = RawValue::from_string(
+            r#"{"content":[{"type":"text","text":"\"cacheScope\""}]}"#.into(),
+        )
+        .expect("json");
+        assert!(is_private(&private));
+        assert!(!is_private(&public_result));
+        assert!(!is_private(&mention), "only the top-level field counts");
     }
 
     #[tokio::test]

@@ -111,6 +111,11 @@ impl CallPolicy {
             .unwrap_or(annotated_safe)
     }
 
+    /// Whether the config names `tool` (a `tools.<name>` table).
+    pub fn configures(&self, tool: &str) -> bool {
+        self.tools.contains_key(tool)
+    }
+
     /// Takes a token from `tool`'s rate limit, if it has one.
     ///
     /// # Errors
@@ -220,16 +225,47 @@ impl CallPolicy {
         self.budget.deposit();
     }
 
-    /// The wait before retry `retry` (0-based) of an attempt classified
-    /// `verdict`, or `None` if it must not be retried: not retryable, not
-    /// safe after reaching the upstream, or the budget is spent.
-    pub fn retry_after(&self, verdict: Verdict, safe: bool, retry: u32) -> Option<Duration> {
+    /// Whether retry `retry` (0-based) of an attempt classified `verdict`
+    /// may follow, and after how long: not when the failure is not
+    /// retryable or the call is not safe to repeat once it may have reached
+    /// the upstream ([`RetryDecision::No`]), nor when the retry budget is
+    /// spent ([`RetryDecision::BudgetExhausted`], which callers report).
+    pub fn retry_after(&self, verdict: Verdict, safe: bool, retry: u32) -> RetryDecision {
         let retryable = match verdict.class {
             FailureClass::Transient => !verdict.reached || safe,
             FailureClass::OutcomeUnknown => safe,
             _ => false,
         };
-        (retryable && self.budget.try_withdraw()).then(|| self.backoff.delay(retry))
+        if !retryable {
+            RetryDecision::No
+        } else if self.budget.try_withdraw() {
+            RetryDecision::After(self.backoff.delay(retry))
+        } else {
+            RetryDecision::BudgetExhausted
+        }
+    }
+}
+
+/// What the policy says about one more attempt of a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Retry after this backoff.
+    After(Duration),
+    /// Not retryable: the failure class, or the call is not safe to repeat.
+    No,
+    /// Retryable, but the retry budget (retries ≤ `budget_ratio` × calls
+    /// over 10 s + `budget_min_per_sec`) is spent: refused so retries cannot
+    /// storm an upstream that is already failing.
+    BudgetExhausted,
+}
+
+impl RetryDecision {
+    /// The backoff, when a retry may follow.
+    pub fn delay(self) -> Option<Duration> {
+        match self {
+            RetryDecision::After(d) => Some(d),
+            _ => None,
+        }
     }
 }
 
@@ -266,25 +302,30 @@ mod tests {
         let v = |class, reached| Verdict { class, reached };
         assert!(
             p.retry_after(v(FailureClass::Transient, false), false, 0)
+                .delay()
                 .is_some(),
             "never sent: always"
         );
         assert!(
             p.retry_after(v(FailureClass::Transient, true), false, 0)
+                .delay()
                 .is_none(),
             "reached, unsafe"
         );
         assert!(
             p.retry_after(v(FailureClass::Transient, true), true, 0)
+                .delay()
                 .is_some(),
             "reached, safe"
         );
         assert!(
             p.retry_after(v(FailureClass::OutcomeUnknown, true), false, 0)
+                .delay()
                 .is_none()
         );
         assert!(
             p.retry_after(v(FailureClass::OutcomeUnknown, true), true, 0)
+                .delay()
                 .is_some()
         );
         for class in [
@@ -293,10 +334,28 @@ mod tests {
             FailureClass::Success,
         ] {
             assert!(
-                p.retry_after(v(class, false), true, 0).is_none(),
+                p.retry_after(v(class, false), true, 0) == RetryDecision::No,
                 "{class:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_is_told_apart_from_a_refusal() {
+        let p = policy();
+        let retryable = Verdict {
+            class: FailureClass::Transient,
+            reached: false,
+        };
+        // No calls recorded: the budget holds only its per-second minimum.
+        let decisions: Vec<RetryDecision> =
+            (0..50).map(|_| p.retry_after(retryable, true, 0)).collect();
+        assert!(decisions.iter().any(|d| d.delay().is_some()));
+        assert_eq!(
+            decisions.last(),
+            Some(&RetryDecision::BudgetExhausted),
+            "{decisions:?}"
+        );
     }
 
     #[test]

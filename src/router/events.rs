@@ -81,6 +81,16 @@ impl Router {
         found.map(|(_, r)| r.clone())
     }
 
+    /// Marks every call of `session` in flight on `upstream` as having
+    /// asked its client something (its result is caller-dependent).
+    fn mark_asked_client(&self, upstream: usize, session: &str) {
+        for ((u, _), route) in self.lock_calls().iter() {
+            if *u == upstream && *route.session.id == *session {
+                route.asked_client.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
     async fn on_notification(
         &self,
         upstream: usize,
@@ -184,6 +194,16 @@ impl Router {
         conn: Weak<Connection>,
     ) {
         let Some(route) = self.owner(upstream, origin) else {
+            let roots = &self.upstreams[upstream].config.roots;
+            if request.method == method::ROOTS_LIST && !roots.is_empty() {
+                // Nobody to ask: the roots this upstream is configured with.
+                let roots: Vec<_> = roots.iter().map(|uri| json!({ "uri": uri })).collect();
+                if let Some(conn) = conn.upgrade() {
+                    let result = to_raw(&json!({ "roots": roots }));
+                    let _ = conn.respond(request.id, Ok(result)).await;
+                }
+                return;
+            }
             let error = ErrorObject::new(
                 code::INTERNAL_ERROR,
                 "Ballast cannot tell which client this request is for: no single session has a call in flight on this upstream",
@@ -191,6 +211,10 @@ impl Router {
             reject(&conn, request.id, &error).await;
             return;
         };
+        // The answer will shape the result of the call that asked (over
+        // stdio: of any of this session's calls on the upstream), so such
+        // results are for this client only and never cached.
+        self.mark_asked_client(upstream, &route.session.id);
         let downstream_id = self.next_server_request_id.fetch_add(1, Ordering::Relaxed);
         self.lock_server_requests().insert(
             downstream_id,

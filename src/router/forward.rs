@@ -4,7 +4,7 @@
 //! the call is safe to repeat — whether another attempt follows.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -14,7 +14,7 @@ use crate::downstream::{Session, Sink};
 use crate::jsonrpc::{ErrorObject, RequestId, Response, code};
 use crate::mcp::{Params, method};
 use crate::observe::metrics;
-use crate::resilience::{FailureClass, classify};
+use crate::resilience::{FailureClass, RetryDecision, classify};
 use crate::upstream::UpstreamError;
 
 /// Longest `Retry-After` from an upstream that Ballast honours.
@@ -29,6 +29,22 @@ pub(crate) struct Safety {
     pub(crate) tool: Option<String>,
     /// The tool is annotated read-only (its results may be served stale).
     pub(crate) read_only: bool,
+    /// The tool is in the catalog or named in the upstream's config, so it
+    /// may have per-tool state (breaker, metric series). A name a client
+    /// typed that is neither gets none: it cannot grow memory or `/metrics`.
+    pub(crate) listed: bool,
+    /// Set when the upstream sent a server→client request (sampling,
+    /// elicitation, roots) to this call's client while it ran: the result
+    /// then depends on the caller and is never cached (DESIGN.md 9).
+    pub(crate) asked_client: Arc<AtomicBool>,
+}
+
+impl Safety {
+    /// The tool name to key per-tool state and metric labels by: the tool,
+    /// when it is listed.
+    pub(crate) fn policy_tool(&self) -> Option<&str> {
+        self.tool.as_deref().filter(|_| self.listed)
+    }
 }
 
 impl Router {
@@ -53,25 +69,33 @@ impl Router {
                 });
                 let annotated = entry.as_ref().is_some_and(|t| t.read_only || t.idempotent);
                 let read_only = entry.as_ref().is_some_and(|t| t.read_only);
-                let safe = match (&tool, self.policies.get(upstream)) {
+                let policy = self.policies.get(upstream);
+                let safe = match (&tool, policy) {
                     (Some(t), Some(p)) => p.tool_is_safe(t, annotated),
                     _ => annotated,
                 };
+                let configured = matches!((&tool, policy), (Some(t), Some(p)) if p.configures(t));
                 Safety {
                     safe,
                     tool,
                     read_only,
+                    listed: entry.is_some() || configured,
+                    asked_client: Arc::default(),
                 }
             }
             method::RESOURCES_READ | method::PROMPTS_GET | method::COMPLETE => Safety {
                 safe: true,
                 tool: None,
                 read_only: false,
+                listed: false,
+                asked_client: Arc::default(),
             },
             _ => Safety {
                 safe: false,
                 tool: None,
                 read_only: false,
+                listed: false,
+                asked_client: Arc::default(),
             },
         }
     }
@@ -117,7 +141,7 @@ impl Router {
         let started = tokio::time::Instant::now();
         let labels = metrics::CallLabels {
             upstream: upstream.name.clone(),
-            tool: safety.tool.as_deref().unwrap_or_default().into(),
+            tool: safety.policy_tool().unwrap_or_default().into(),
         };
         let refused = |labels: &metrics::CallLabels| {
             metrics::call(labels, FailureClass::Transient.as_str(), started.elapsed());
@@ -166,7 +190,7 @@ impl Router {
         let progress_token = split.as_ref().and_then(Params::progress_token);
         let mut retries = 0u32;
         loop {
-            let permits = match policy.admit(safety.tool.as_deref()) {
+            let permits = match policy.admit(safety.policy_tool()) {
                 Ok(p) => p,
                 Err(open) => {
                     self.stats.add("calls", "breaker_open");
@@ -196,7 +220,7 @@ impl Router {
                     params,
                     progress_token.clone(),
                     sink.clone(),
-                    safety.tool.as_deref(),
+                    &safety,
                 )
                 .await;
             let verdict = classify(&result);
@@ -214,9 +238,18 @@ impl Router {
             if !supervised {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }
-            if retries + 1 < max_attempts
-                && let Some(backoff) = policy.retry_after(verdict, safety.safe, retries)
-            {
+            let decision = if retries + 1 < max_attempts {
+                policy.retry_after(verdict, safety.safe, retries)
+            } else {
+                RetryDecision::No
+            };
+            if decision == RetryDecision::BudgetExhausted {
+                // Said and counted: a failure the budget kept from a retry
+                // looks otherwise like one that was never retryable.
+                self.stats.add("calls", "retry_budget_exhausted");
+                metrics::retry_budget_exhausted(&labels);
+            }
+            if let Some(backoff) = decision.delay() {
                 // Honour the upstream's Retry-After (up to a minute).
                 let asked = result.as_ref().err().and_then(UpstreamError::retry_after);
                 let wait = backoff.max(asked.unwrap_or_default().min(MAX_RETRY_AFTER));
@@ -244,7 +277,12 @@ impl Router {
             return match result {
                 Ok(response) => Some(Response {
                     id: Some(downstream_id),
-                    outcome: response.outcome,
+                    outcome: match response.outcome {
+                        Err(e) if decision == RetryDecision::BudgetExhausted => {
+                            Err(budget_refusal_noted(&e))
+                        }
+                        outcome => outcome,
+                    },
                 }),
                 Err(UpstreamError::Cancelled) => None,
                 Err(e) => {
@@ -264,6 +302,12 @@ impl Router {
                     if let Some(data) = error.data.as_mut() {
                         data["class"] = json!(verdict.class.as_str());
                         data["attempts"] = json!(retries + 1);
+                        if decision == RetryDecision::BudgetExhausted {
+                            data["retry_refused"] = json!("retry_budget_exhausted");
+                            error
+                                .message
+                                .push_str(" (not retried: the upstream's retry budget is spent)");
+                        }
                         if matches!(e, UpstreamError::Closed) {
                             // Best effort: what the child said before it went away.
                             data["stderr_tail"] = json!(upstream.stderr_tail());
@@ -287,8 +331,9 @@ impl Router {
         params: &Option<Box<RawValue>>,
         progress_token: Option<Box<RawValue>>,
         sink: Option<Sink>,
-        tool: Option<&str>,
+        safety: &Safety,
     ) -> Result<Response, UpstreamError> {
+        let tool = safety.tool.as_deref();
         let conn = self.upstreams[index].connection(self.startup_wait).await?;
         let upstream_id = conn.next_id();
         let params = match (&progress_token, Params::split(params.as_deref())) {
@@ -308,6 +353,7 @@ impl Router {
             started: tokio::time::Instant::now(),
             progress_token,
             sink,
+            asked_client: safety.asked_client.clone(),
         });
         self.lock_calls().insert((index, upstream_id), route);
         session.forwarded(downstream_id, index, upstream_id);
@@ -335,6 +381,26 @@ fn fail_fast(
     let mut e = ErrorObject::new(code, message);
     e.data = Some(data);
     Response::err(Some(id), &e)
+}
+
+/// An upstream's JSON-RPC error with `data.retry_refused =
+/// "retry_budget_exhausted"` added (when its `data` is absent or an
+/// object; any other `data` is left as the upstream sent it).
+fn budget_refusal_noted(error: &RawValue) -> Box<RawValue> {
+    let Ok(mut e) = serde_json::from_str::<serde_json::Value>(error.get()) else {
+        return error.to_owned();
+    };
+    let Some(obj) = e.as_object_mut() else {
+        return error.to_owned();
+    };
+    let data = obj.entry("data").or_insert_with(|| json!({}));
+    match data.as_object_mut() {
+        Some(d) => {
+            d.insert("retry_refused".into(), json!("retry_budget_exhausted"));
+            crate::jsonrpc::to_raw(&e)
+        }
+        None => error.to_owned(),
+    }
 }
 
 /// Counts a call as in flight for its whole life (retry waits included),

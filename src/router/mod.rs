@@ -29,7 +29,7 @@ use crate::jsonrpc::{
 };
 use crate::mcp::{self, Params, method};
 use crate::observe::Stats;
-use crate::resilience::{CallPolicy, StaleCache, is_error_result};
+use crate::resilience::{CallPolicy, StaleCache, is_error_result, is_private};
 use crate::upstream::{Connection, Upstream, UpstreamState};
 
 /// How a call's upstream messages get back to the downstream client.
@@ -43,6 +43,9 @@ pub(crate) struct CallRoute {
     pub(crate) progress: Arc<tokio::sync::Notify>,
     /// The call's SSE stream; `None` when the client asked for JSON.
     pub(crate) sink: Option<Sink>,
+    /// Shared by the call's attempts: set when the upstream asked this
+    /// call's client something (see `Safety::asked_client`).
+    pub(crate) asked_client: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A server→client request forwarded to a session, awaiting its answer.
@@ -221,6 +224,16 @@ impl Router {
         sink: Option<Sink>,
     ) -> Option<Response> {
         let Request { id, method, params } = request;
+        if method == method::INITIALIZE {
+            // Ballast's own: it opens a session, alone and first. Inside a
+            // batch or a session it is refused, never forwarded to the
+            // shared upstream connection.
+            let e = ErrorObject::new(
+                code::INVALID_REQUEST,
+                "initialize must be sent alone, as the request that opens a session",
+            );
+            return Some(Response::err(Some(id), &e));
+        }
         if method == method::PING {
             return Some(Response::ok(id, empty_object()));
         }
@@ -242,18 +255,21 @@ impl Router {
         };
         let safety = self.safety(&method, upstream, params.as_deref());
         let tool = safety.tool.clone();
-        // Only read-only results are stored; a lookup after a failure needs
-        // no annotation (a parked upstream's tools are not in the catalog).
+        // Only read-only results are stored, and only those that did not
+        // depend on the caller (no server→client request during the call);
+        // a lookup after a failure needs no annotation (a parked upstream's
+        // tools are not in the catalog).
         let read_only = safety.read_only;
+        let asked_client = safety.asked_client.clone();
         // The routed params carry the client's arguments unchanged (only the
         // tool name lost its prefix), so nothing is copied for this.
-        let cache_key = || {
+        let cache_key = |scope: Option<&str>| {
             let (routed, tool) = (params.as_deref()?, tool.as_deref()?);
             let args = Params::split(Some(routed)).and_then(|p| {
                 p.0.get("arguments")
                     .and_then(|a| serde_json::from_str::<Value>(a.get()).ok())
             });
-            Some(StaleCache::key(tool, args.as_ref()))
+            Some(StaleCache::key(scope, tool, args.as_ref()))
         };
         let cache = self.policies.get(upstream).and_then(CallPolicy::cache);
         let response = self
@@ -270,7 +286,8 @@ impl Router {
         if let (Ok(result), Some(cache)) = (&response.outcome, cache)
             && read_only
             && !is_error_result(result)
-            && let Some(key) = cache_key()
+            && !asked_client.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(key) = cache_key(is_private(result).then_some(&*session.id))
         {
             cache.put(key, result);
         }
@@ -293,11 +310,23 @@ impl Router {
                 return Some(degraded);
             }
             // Last resort for a read-only tool: its last good result, marked stale.
-            if let Some(cache) = cache
-                && fallback::falls_back_on(&response)
-                && let Some(key) = cache_key()
-                && let Some((stale, age)) = cache.get(&key).await
-            {
+            // This session's own (private) result first, then a public one.
+            let stale = match (cache, fallback::falls_back_on(&response)) {
+                (Some(cache), true) => {
+                    let mut found = None;
+                    for scope in [Some(&*session.id), None] {
+                        if let Some(key) = cache_key(scope) {
+                            found = cache.get(&key).await;
+                        }
+                        if found.is_some() {
+                            break;
+                        }
+                    }
+                    found
+                }
+                _ => None,
+            };
+            if let Some((stale, age)) = stale {
                 self.stats.add("calls", "stale");
                 crate::observe::metrics::cache_hit("stale");
                 crate::observe::metrics::degraded(&self.upstreams[upstream].name, tool_name);
@@ -335,8 +364,17 @@ impl Router {
                 } else {
                     catalog.prompt(&name).cloned()
                 };
+                // A name the catalog lacks goes on only to an upstream whose
+                // list is not known yet (it is still starting; the call waits
+                // for it). Otherwise it is unknown, refused before any
+                // per-tool state (breaker, metric series) exists for it.
                 let target = target
-                    .or_else(|| self.target_by_prefix(&name))
+                    .or_else(|| {
+                        self.target_by_prefix(&name).filter(|t| {
+                            method != method::TOOLS_CALL
+                                || !self.upstreams[t.upstream].lists().tools_known
+                        })
+                    })
                     .ok_or_else(|| {
                         ErrorObject::new(
                             code::INVALID_PARAMS,

@@ -22,6 +22,10 @@ pub struct Lists {
     pub resources: Vec<Value>,
     /// `resources/templates/list` items.
     pub resource_templates: Vec<Value>,
+    /// Whether `tools` is the upstream's whole tool list: it was fetched
+    /// completely (or the upstream announces no tools). Until then a tool
+    /// name not in the catalog may still exist, and is not refused as unknown.
+    pub tools_known: bool,
 }
 
 impl Lists {
@@ -33,23 +37,31 @@ impl Lists {
             .map(|i| i.capabilities.clone())
             .unwrap_or_default();
         let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
-        let mut lists = Lists::default();
+        let mut lists = Lists {
+            tools_known: true,
+            ..Lists::default()
+        };
         if has("tools") {
-            lists.tools = fetch_all(conn, method::TOOLS_LIST, "tools").await;
+            let (tools, complete) = fetch_all(conn, method::TOOLS_LIST, "tools").await;
+            (lists.tools, lists.tools_known) = (tools, complete);
         }
         if has("prompts") {
-            lists.prompts = fetch_all(conn, method::PROMPTS_LIST, "prompts").await;
+            lists.prompts = fetch_all(conn, method::PROMPTS_LIST, "prompts").await.0;
         }
         if has("resources") {
-            lists.resources = fetch_all(conn, method::RESOURCES_LIST, "resources").await;
+            lists.resources = fetch_all(conn, method::RESOURCES_LIST, "resources").await.0;
             lists.resource_templates =
-                fetch_all(conn, method::RESOURCE_TEMPLATES_LIST, "resourceTemplates").await;
+                fetch_all(conn, method::RESOURCE_TEMPLATES_LIST, "resourceTemplates")
+                    .await
+                    .0;
         }
         lists
     }
 }
 
-async fn fetch_all(conn: &Connection, method: &str, key: &str) -> Vec<Value> {
+/// Every page of one list: `(items, complete)`; `complete` is false when a
+/// page failed to load or [`MAX_PAGES`] ran out.
+async fn fetch_all(conn: &Connection, method: &str, key: &str) -> (Vec<Value>, bool) {
     let mut items = Vec::new();
     let mut cursor: Option<Value> = None;
     for _ in 0..MAX_PAGES {
@@ -65,7 +77,7 @@ async fn fetch_all(conn: &Connection, method: &str, key: &str) -> Vec<Value> {
             Ok(v) => v,
             Err(error) => {
                 tracing::warn!(method, %error, "could not fetch an upstream list; it stays empty");
-                break;
+                return (items, false);
             }
         };
         if let Some(Value::Array(page_items)) = page.get(key) {
@@ -73,8 +85,8 @@ async fn fetch_all(conn: &Connection, method: &str, key: &str) -> Vec<Value> {
         }
         match page.get("nextCursor") {
             Some(c) if !c.is_null() => cursor = Some(c.clone()),
-            _ => break,
+            _ => return (items, true),
         }
     }
-    items
+    (items, false)
 }
