@@ -135,17 +135,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn batches_from_2025_03_26_clients_are_answered_and_refused_whole() {
     let gw = TestGateway::start(demo_config()).await;
-    let mut old = McpClient::new(&gw.url);
-    let init = old
-        .post(&json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                        "params": { "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": { "name": "t", "version": "0" } } }))
-        .await;
-    old.session = Some(
-        init.headers()["mcp-session-id"]
-            .to_str()
-            .expect("ascii")
-            .to_owned(),
-    );
+    let old = McpClient::connect_as(&gw.url, "2025-03-26").await;
     let flaky = |id: i64| {
         json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
                                   "params": { "name": "flaky_write", "arguments": { "fail_times": 1, "key": "batch" } } })

@@ -69,17 +69,7 @@ async fn a_result_that_asked_its_client_is_never_served_stale_to_another() {
 #[tokio::test]
 async fn initialize_in_a_batch_is_refused_and_never_forwarded() {
     let gw = TestGateway::start(demo_config()).await;
-    let mut old = McpClient::new(&gw.url);
-    let init = old
-        .post(&json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                        "params": { "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": { "name": "t", "version": "0" } } }))
-        .await;
-    old.session = Some(
-        init.headers()["mcp-session-id"]
-            .to_str()
-            .expect("ascii")
-            .to_owned(),
-    );
+    let old = McpClient::connect_as(&gw.url, "2025-03-26").await;
     let r = old
         .post(&json!([
             { "jsonrpc": "2.0", "id": 5, "method": "initialize",
@@ -122,12 +112,7 @@ async fn unknown_tools_create_no_metric_series_or_breaker() {
     }
     let r = c.call_tool("echo", json!({ "message": "x" })).await;
     assert_eq!(text_of(&r), "x");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = gw.metrics().await;
     assert!(!metrics.contains("no_such_tool"), "{metrics}");
     let (_, ready) = gw.readyz().await;
     assert!(!ready.to_string().contains("no_such_tool"), "{ready}");

@@ -433,12 +433,7 @@ async fn a_retry_the_budget_refused_says_so() {
     );
     let message = r["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("retry budget"), "{message}");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = gw.metrics().await;
     assert!(
         metrics
             .contains("ballast_retry_budget_exhausted_total{upstream=\"demo\",tool=\"flaky\"} 1")

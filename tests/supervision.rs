@@ -178,12 +178,7 @@ async fn failed_health_probes_open_the_upstream_breaker() {
     loop {
         // No call reaches the upstream while we wait for the breaker: the
         // only failures it can count are the probes'.
-        let scraped = reqwest::get(format!("http://{}/metrics", b.addr))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body");
+        let scraped = b.metrics().await;
         if scraped.contains(r#"ballast_breaker_state{breaker="upstream:probed"} 1"#) {
             break;
         }

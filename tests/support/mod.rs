@@ -95,6 +95,16 @@ impl TestGateway {
             .expect("server result");
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub async fn readyz(&self) -> (u16, Value) {
         let r = reqwest::get(format!("http://{}/readyz", self.addr))
             .await
@@ -126,11 +136,16 @@ impl McpClient {
 
     /// `initialize` + `notifications/initialized`.
     pub async fn connect(url: &str) -> Self {
+        Self::connect_as(url, "2025-11-25").await
+    }
+
+    /// `initialize` asking for protocol `version`, + `notifications/initialized`.
+    pub async fn connect_as(url: &str, version: &str) -> Self {
         let mut c = Self::new(url);
         let resp = c
             .post(&json!({
                 "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": { "protocolVersion": "2025-11-25", "capabilities": { "sampling": {}, "elicitation": {} },
+                "params": { "protocolVersion": version, "capabilities": { "sampling": {}, "elicitation": {} },
                             "clientInfo": { "name": "test", "version": "0" } }
             }))
             .await;
