@@ -10,23 +10,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use support::{McpClient, TestGateway, demo_config};
+use support::{McpClient, TestGateway, demo_config, rss_bytes};
 
 /// Notifications sent, and bytes each: 128 MiB in all.
 const COUNT: u64 = 2048;
 const BYTES: u64 = 64 * 1024;
 /// The per-stream bound under test.
 const STREAM_MAX_BYTES: usize = 2 * 1024 * 1024;
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_never_reads_does_not_grow_memory_past_the_bound() {

@@ -876,7 +876,7 @@ async fn the_stale_cache_is_shared_by_replicas() {
     use ballast::resilience::StaleCache;
     let redis = RedisServer::start().await;
     let cache = |tiers: ballast::resilience::Shared| {
-        StaleCache::new(100, Duration::from_secs(60)).with_shared(tiers.cache, "demo")
+        StaleCache::new(&ballast::config::CacheConfig::default()).with_shared(tiers.cache, "demo")
     };
     let (a, b) = (
         cache(shared_tiers(&redis.url())),
@@ -884,7 +884,7 @@ async fn the_stale_cache_is_shared_by_replicas() {
     );
     let key = StaleCache::key(None, "echo", Some(&serde_json::json!({ "message": "hi" })));
     let raw = serde_json::value::RawValue::from_string(r#"{"content":[]}"#.into()).expect("raw");
-    a.put(key.clone(), &raw);
+    a.put(key, &raw);
     // The write is in the background: wait for B to see it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let (got, age) = loop {
@@ -896,7 +896,89 @@ async fn the_stale_cache_is_shared_by_replicas() {
     };
     assert_eq!(got.get(), r#"{"content":[]}"#);
     assert!(age < Duration::from_secs(5), "{age:?}");
-    assert!(b.get("other").await.is_none());
+    let other = StaleCache::key(None, "echo", Some(&serde_json::json!({ "message": "ho" })));
+    assert!(b.get(&other).await.is_none());
+}
+
+/// The shared tier keeps each upstream within its bounds: count, then
+/// bytes; the oldest entries go first, index and sizes agree.
+#[tokio::test]
+async fn the_shared_stale_cache_is_bounded_by_count_and_bytes() {
+    use ballast::resilience::{CacheBounds, StaleCache};
+    let redis = RedisServer::start().await;
+    let tiers = shared_tiers(&redis.url());
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let ttl = Duration::from_secs(60);
+    let bounds = CacheBounds {
+        max_entries: 5,
+        max_bytes: 1 << 20,
+        max_result_bytes: 1 << 20,
+    };
+    let result = |n: usize, bytes: usize| {
+        serde_json::value::RawValue::from_string(format!("\"{n}{}\"", "x".repeat(bytes)))
+            .expect("raw")
+    };
+    let key = |n: usize| StaleCache::key(None, "t", Some(&serde_json::json!({ "n": n }))).hex();
+    // (index size, entry keys, total bytes) of namespace `ns`.
+    async fn held(conn: &mut redis::aio::MultiplexedConnection, ns: &str) -> (usize, usize, u64) {
+        let index: usize = redis::cmd("ZCARD")
+            .arg(format!("ballast:contract:cache-index:{{{ns}}}"))
+            .query_async(conn)
+            .await
+            .expect("zcard");
+        let entries: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("ballast:contract:cache:{{{ns}}}:*"))
+            .query_async(conn)
+            .await
+            .expect("keys");
+        let total: Option<u64> = redis::cmd("HGET")
+            .arg(format!("ballast:contract:cache-sizes:{{{ns}}}"))
+            .arg("#total")
+            .query_async(conn)
+            .await
+            .expect("hget");
+        (index, entries.len(), total.unwrap_or(0))
+    }
+    // The writes are in the background, in order: wait for the last one.
+    let landed = async |ns: &str, last: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tiers.cache.get(ns, last).await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "never stored");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    for n in 0..20 {
+        tiers
+            .cache
+            .put("count", &key(n), result(n, 10), ttl, bounds);
+    }
+    landed("count", &key(19)).await;
+    let (index, entries, _) = held(&mut conn, "count").await;
+    assert_eq!((index, entries), (5, 5));
+    // Oldest first: the last five written are the ones kept.
+    assert!(tiers.cache.get("count", &key(15)).await.is_some());
+    assert!(tiers.cache.get("count", &key(14)).await.is_none());
+
+    // 100 KiB results into 512 KiB: never more than 512 KiB held.
+    let bytes = CacheBounds {
+        max_entries: 1000,
+        max_bytes: 512 * 1024,
+        ..bounds
+    };
+    for n in 0..20 {
+        tiers
+            .cache
+            .put("bytes", &key(n), result(n, 100 * 1024), ttl, bytes);
+    }
+    landed("bytes", &key(19)).await;
+    let (index, entries, total) = held(&mut conn, "bytes").await;
+    assert_eq!(index, entries);
+    assert!((1..=5).contains(&index), "{index} entries");
+    assert!(total <= 512 * 1024, "{total} bytes");
 }
 
 /// One node of three lost: every batch spanning the slots fails for that

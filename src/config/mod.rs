@@ -350,8 +350,14 @@ pub struct CacheConfig {
     /// How old a result may be and still be served. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub stale_ttl: Duration,
-    /// Most results kept. Default 10,000.
+    /// Most results kept (count). Default 10,000.
     pub max_entries: u64,
+    /// Most bytes kept: results' JSON plus 256 bytes each, in this
+    /// replica's memory and, separately, in the shared tier (per upstream).
+    /// Default 64 MiB.
+    pub max_bytes: u64,
+    /// A result larger than this (bytes of JSON) is not cached. Default 1 MiB.
+    pub max_result_bytes: usize,
 }
 
 impl Default for CacheConfig {
@@ -360,6 +366,8 @@ impl Default for CacheConfig {
             enabled: true,
             stale_ttl: Duration::from_secs(600),
             max_entries: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_result_bytes: 1024 * 1024,
         }
     }
 }

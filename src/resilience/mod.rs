@@ -26,7 +26,7 @@ pub use self::backoff::Backoff;
 pub use self::breaker::{Breaker, BreakerOpen, BreakerState, Permit};
 pub use self::budget::RetryBudget;
 pub use self::bulkhead::{Bulkhead, BulkheadFull};
-pub use self::cache::{StaleCache, is_private};
+pub use self::cache::{CacheBounds, CacheKey, ENTRY_OVERHEAD_BYTES, StaleCache, is_private};
 pub use self::classify::{FailureClass, Verdict, classify, is_error_result};
 pub use self::policy::{CallPolicy, RetryDecision};
 pub use self::rate_limit::RateLimit;

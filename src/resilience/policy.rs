@@ -57,8 +57,7 @@ impl CallPolicy {
         );
         Self {
             cache: config.cache.enabled.then(|| {
-                let cache =
-                    super::StaleCache::new(config.cache.max_entries, config.cache.stale_ttl);
+                let cache = super::StaleCache::new(&config.cache);
                 match shared {
                     Some(s) => cache.with_shared(s.cache.clone(), upstream),
                     None => cache,

@@ -9,15 +9,31 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 
-/// A result cache shared by replicas.
-pub trait SharedCache: Send + Sync + 'static {
-    /// Stores `result` under `key` for `ttl` (in the background; never
-    /// delays the call that produced it).
-    fn put(&self, key: String, result: Box<RawValue>, ttl: Duration);
+use super::CacheBounds;
 
-    /// The result under `key` and its age, if any replica stored one
-    /// within its TTL. `None` also when the shared tier is unreachable.
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<(Box<RawValue>, Duration)>>;
+/// A result cache shared by replicas, one namespace per upstream, each
+/// kept within its [`CacheBounds`] (the oldest entries go first).
+pub trait SharedCache: Send + Sync + 'static {
+    /// Stores `result` under `key` (hex) in `namespace` for `ttl` (in the
+    /// background; never delays the call that produced it), evicting the
+    /// namespace's oldest entries while it is over `bounds`.
+    fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        result: Box<RawValue>,
+        ttl: Duration,
+        bounds: CacheBounds,
+    );
+
+    /// The result under `key` in `namespace` and its age, if any replica
+    /// stored one within its TTL. `None` also when the shared tier is
+    /// unreachable.
+    fn get<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Option<(Box<RawValue>, Duration)>>;
 }
 
 /// Token buckets shared by replicas (GCRA).

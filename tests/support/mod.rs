@@ -113,6 +113,17 @@ impl TestGateway {
     }
 }
 
+/// This process's resident set size (VmRSS), in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
 /// One JSON-RPC message read from a response (JSON body or SSE event).
 pub type Messages = std::pin::Pin<Box<dyn Stream<Item = Value> + Send>>;
 
