@@ -479,3 +479,51 @@ async fn outage_under_load(redis_url: &str, killed: &mut RedisServer, what: &str
     );
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+/// A safe call re-run on B after A died starts its progress from 1 again;
+/// the client, which saw progress up to 6 from A, sees only higher values
+/// (MCP: progress increases), then the answer.
+#[tokio::test]
+async fn progress_never_goes_back_after_a_takeover() {
+    let redis = RedisServer::start().await;
+    let mut a = Replica::start(&redis.url()).await;
+    let b = Replica::start(&redis.url()).await;
+    let on_a = McpClient::connect(&a.url).await;
+    let on_b = client_on(&b.url, &on_a);
+    let body = json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                       "params": { "name": "progress", "arguments": { "steps": 20, "ms": 100 },
+                                   "_meta": { "progressToken": "p" } } });
+    let progress_of = |data: &str| {
+        serde_json::from_str::<Value>(data)
+            .ok()
+            .filter(|m| m["method"] == "notifications/progress")
+            .and_then(|m| m["params"]["progress"].as_f64())
+    };
+    let mut ev = events(on_a.post(&body).await);
+    let mut last_id = None;
+    while let Some((id, data)) = ev.next().await {
+        last_id = id.or(last_id);
+        if progress_of(&data) == Some(6.0) {
+            break;
+        }
+    }
+    a.kill().await;
+    let resp = resume(&on_b, &last_id.expect("an event id")).await;
+    assert_eq!(resp.status(), 200);
+    let (mut after, mut answer) = (Vec::new(), None);
+    let mut ev = events(resp);
+    while let Some((_, data)) = ev.next().await {
+        if let Some(p) = progress_of(&data) {
+            after.push(p);
+        } else if let Ok(m) = serde_json::from_str::<Value>(&data)
+            && m["id"] == 9
+        {
+            answer = Some(m);
+        }
+    }
+    assert!(
+        after.iter().all(|p| *p > 6.0) && after.windows(2).all(|w| w[0] < w[1]),
+        "progress after the takeover: {after:?}"
+    );
+    assert_eq!(text_of(&answer.expect("answer")), "done 20 steps");
+}

@@ -21,6 +21,10 @@ pub struct Sink {
     log: Arc<dyn EventLog>,
     /// The stream's id (the `<stream>` of its event ids).
     pub stream: Arc<str>,
+    /// Progress at or below this was already sent on the stream (by a
+    /// replica that died; see `downstream::takeover`): MCP progress only
+    /// increases, so such notifications are dropped.
+    pub progress_floor: Option<f64>,
 }
 
 impl Sink {
@@ -31,7 +35,11 @@ impl Sink {
     pub async fn open(log: Arc<dyn EventLog>, session: &str) -> Result<Sink, StoreError> {
         let stream = new_stream_id();
         log.open(&stream, session).await?;
-        Ok(Sink { log, stream })
+        Ok(Sink {
+            log,
+            stream,
+            progress_floor: None,
+        })
     }
 
     /// Opens a new log stream owned by `session` for the answer to
@@ -47,12 +55,20 @@ impl Sink {
     ) -> Result<Sink, StoreError> {
         let stream = new_stream_id();
         log.open_for_request(&stream, session, request).await?;
-        Ok(Sink { log, stream })
+        Ok(Sink {
+            log,
+            stream,
+            progress_floor: None,
+        })
     }
 
     /// A handle on an existing stream (for a resume).
     pub fn resumed(log: Arc<dyn EventLog>, stream: Arc<str>) -> Sink {
-        Sink { log, stream }
+        Sink {
+            log,
+            stream,
+            progress_floor: None,
+        }
     }
 
     /// Appends a message. False if the stream is gone (expired, session ended).

@@ -20,6 +20,7 @@ use serde_json::json;
 use super::{Session, Sink};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{ErrorObject, Message, Response, code};
+use crate::mcp::method;
 use crate::store::{Orphan, StoreError};
 
 /// How often a followed stream's writer is checked.
@@ -49,6 +50,23 @@ pub(super) fn watch(gw: Arc<Gateway>, session: Arc<Session>, stream: Arc<str>) {
     });
 }
 
+/// The highest `progress` among the progress notifications `stream`
+/// carries (a bounded read: at most `stream_max_events` events).
+async fn last_progress(gw: &Gateway, stream: &str) -> Option<f64> {
+    let batch = gw.log.read(stream, 0, Duration::ZERO).await.ok()?;
+    batch
+        .events
+        .iter()
+        .filter_map(|(_, bytes)| match Message::parse(bytes).ok()? {
+            Message::Notification(n) if n.method == method::PROGRESS => {
+                let params: serde_json::Value = serde_json::from_str(n.params?.get()).ok()?;
+                params.get("progress")?.as_f64()
+            }
+            _ => None,
+        })
+        .reduce(f64::max)
+}
+
 async fn take_over(gw: &Arc<Gateway>, session: Arc<Session>, stream: Arc<str>, orphan: Orphan) {
     let sink = Sink::resumed(gw.log.clone(), stream.clone());
     let request = orphan
@@ -69,6 +87,10 @@ async fn take_over(gw: &Arc<Gateway>, session: Arc<Session>, stream: Arc<str>, o
         .router
         .safe_to_repeat(&request.method, request.params.as_deref())
     {
+        // The re-run starts its progress from 0 again; the client may have
+        // seen some from the dead replica, and progress must only grow.
+        let mut sink = sink;
+        sink.progress_floor = last_progress(gw, &stream).await;
         tracing::info!(%stream, id = %request.id, method = %request.method,
             "the replica running this call is gone; running it again here (safe to repeat)");
         let _ = super::post::begin(gw, &session, &request.id).await;

@@ -109,6 +109,15 @@ impl Router {
                 let route = token.and_then(|t| self.lock_calls().get(&(upstream, t)).cloned());
                 let Some(route) = route else { return }; // progress for a finished call
                 route.progress.notify_one();
+                let floor = route.sink.as_ref().and_then(|s| s.progress_floor);
+                if let Some(floor) = floor {
+                    let progress =
+                        p.0.get("progress")
+                            .and_then(|v| serde_json::from_str::<f64>(v.get()).ok());
+                    if progress.is_none_or(|v| v <= floor) {
+                        return; // the client saw this far already (a call re-run)
+                    }
+                }
                 let Some(original) = &route.progress_token else {
                     return;
                 };
