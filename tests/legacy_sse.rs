@@ -100,6 +100,12 @@ async fn old_clients_use_the_sse_endpoint_and_message_posts() {
         .await
         .expect("POST");
     assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.expect("JSON error body");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("sessionId query parameter"),
+        "names what is missing: {message}"
+    );
 
     // Leaving the stream ends the session.
     let (_, before) = gw.readyz().await;

@@ -40,6 +40,11 @@ pub enum DownstreamError {
     /// No `Mcp-Session-Id` on a request that needs one (SPEC.md 10).
     #[error("Mcp-Session-Id header is required")]
     MissingSession,
+    /// No `sessionId` query parameter on a 2024-11-05 `POST /message`.
+    #[error(
+        "the sessionId query parameter is required (the endpoint event of GET /sse gives the URL to POST to)"
+    )]
+    MissingSessionQuery,
     /// Unknown, ended or expired session (SPEC.md 11): re-initialize.
     #[error("session not found")]
     UnknownSession,
@@ -81,7 +86,9 @@ impl DownstreamError {
             E::BodyRead => (StatusCode::BAD_REQUEST, code::PARSE_ERROR),
             E::Parse(p) => (StatusCode::BAD_REQUEST, p.code()),
             E::BatchNotAllowed(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
-            E::MissingSession => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+            E::MissingSession | E::MissingSessionQuery => {
+                (StatusCode::BAD_REQUEST, code::INVALID_REQUEST)
+            }
             E::UnknownSession => (StatusCode::NOT_FOUND, code::INVALID_REQUEST),
             E::BadProtocolVersion(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
             E::DuplicateRequestId(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),

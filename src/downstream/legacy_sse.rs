@@ -90,7 +90,7 @@ pub(super) async fn message(
     let (parts, body) = req.into_parts();
     guard::check_host_and_origin(&parts.headers, parts.uri.authority(), &gw.config.server)?;
     guard::check_content_type(&parts.headers)?;
-    let id = q.session_id.ok_or(DownstreamError::MissingSession)?;
+    let id = q.session_id.ok_or(DownstreamError::MissingSessionQuery)?;
     let session = gw
         .sessions
         .get(&id)
