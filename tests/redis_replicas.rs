@@ -527,3 +527,53 @@ async fn progress_never_goes_back_after_a_takeover() {
     );
     assert_eq!(text_of(&answer.expect("answer")), "done 20 steps");
 }
+
+/// FLUSHALL under a live call: its client still gets every progress
+/// notification, in order with rising event ids, and its answer (before,
+/// the stream was recreated at seq 0 and its events reused ids the client
+/// had seen: they were skipped, and the answer with them).
+#[tokio::test]
+async fn a_live_stream_survives_redis_losing_its_keys() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(&redis.url()).await;
+    let on_a = McpClient::connect(&a.url).await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let body = json!({ "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                       "params": { "name": "progress", "arguments": { "steps": 6, "ms": 200 },
+                                   "_meta": { "progressToken": "p" } } });
+    let mut ev = events(on_a.post(&body).await);
+    let (mut seqs, mut progress, mut answer) = (Vec::new(), Vec::new(), None);
+    while let Some((id, data)) = ev.next().await {
+        let seq: u64 = id
+            .as_deref()
+            .and_then(|i| i.rsplit(':').next()?.parse().ok())
+            .expect("event id <stream>:<seq>");
+        seqs.push(seq);
+        let Ok(m) = serde_json::from_str::<Value>(&data) else {
+            continue; // the priming event
+        };
+        if m["method"] == "notifications/progress" {
+            progress.push(m["params"]["progress"].as_u64().unwrap_or(0));
+            if progress.len() == 2 {
+                let () = redis::cmd("FLUSHALL")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("flushall");
+            }
+        } else if m["id"] == 5 {
+            answer = Some(m);
+        }
+    }
+    assert_eq!(progress, vec![1, 2, 3, 4, 5, 6], "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(text_of(&answer.expect("the answer")), "done 6 steps");
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("ballast_store_keys_lost_total 1"),
+        "{metrics}"
+    );
+}

@@ -1012,3 +1012,43 @@ async fn on_a_redis_cluster_a_lost_node_opens_the_breaker() {
         "3 failed batches in a row"
     );
 }
+
+/// Redis loses a live stream's keys (FLUSHALL here; a restart without
+/// persistence or eviction alike): the writer goes on after its last seq,
+/// never reusing one a client may have seen, and readers anywhere get the
+/// new events after the ones they had.
+#[tokio::test]
+async fn redis_keys_lost_under_a_live_stream_never_reuse_a_seq() {
+    let redis = RedisServer::start().await;
+    let writer = replica_log(&redis.url());
+    let other = redis_log(&redis.url());
+    writer.open("s1", "sess").await.expect("open");
+    for (n, e) in ["a", "b", "c"].into_iter().enumerate() {
+        assert_eq!(
+            writer.append("s1", b(e)).await.expect("append"),
+            n as u64 + 1
+        );
+    }
+    let seen = other.read("s1", 0, Duration::ZERO).await.expect("read");
+    assert_eq!(seen.events.len(), 3);
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flushall");
+    assert_eq!(writer.append("s1", b("d")).await.expect("append"), 4);
+    assert_eq!(writer.append_last("s1", b("e")).await.expect("append"), 5);
+    // The writer's own readers read its memory copy: in order, no seq
+    // twice (the oldest went for `max_events` = 4).
+    let all = writer.read("s1", 0, Duration::ZERO).await.expect("read");
+    let seqs: Vec<u64> = all.events.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5]);
+    // A reader elsewhere that had read to 3 gets 4 and 5, then the end.
+    let rest = other.read("s1", 3, Duration::ZERO).await.expect("read");
+    assert_eq!(rest.events, vec![(4, b("d")), (5, b("e"))]);
+    assert!(rest.finished);
+}

@@ -26,6 +26,7 @@
 //! | `ballast_sessions_expired_total` | counter | — |
 //! | `ballast_sessions`, `ballast_streams`, `ballast_calls_in_flight` | gauge | — |
 //! | `ballast_store_fallback` | gauge (1 while a store runs on memory) | `store` |
+//! | `ballast_store_keys_lost_total` | counter (live streams whose Redis keys vanished under them) | — |
 //!
 //! `tool` is the upstream's own tool name (empty for requests that are not
 //! `tools/call`), so cardinality is bounded by the upstreams' catalogs.
@@ -160,6 +161,11 @@ pub fn degraded(upstream: &str, tool: &str) {
 pub fn retry(labels: &CallLabels) {
     counter!("ballast_retries_total", "upstream" => labels.upstream.clone(), "tool" => labels.tool.clone())
         .increment(1);
+}
+
+/// Redis lost the keys of a live stream this replica writes.
+pub fn store_keys_lost() {
+    counter!("ballast_store_keys_lost_total").increment(1);
 }
 
 /// A retryable failure was not retried because the retry budget was spent.

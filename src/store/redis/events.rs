@@ -44,11 +44,26 @@ pub const LIVE_TTL: Duration = Duration::from_secs(3600);
 
 /// KEYS: meta, events. ARGV: data, max events, max bytes, TTL ms, channel,
 /// last ('1' also finishes), and — to create the stream if it does not
-/// exist yet — owner, writer, request (owner '' = do not create).
+/// exist yet — owner, writer, request (owner '' = do not create), and the
+/// last seq this writer appended ('0' for a new stream). Returns `{seq,
+/// lost}`: `lost` is 1 when the stream's keys were gone (or behind) though
+/// the writer had appended before — Redis lost them (FLUSHALL, a restart
+/// without persistence, eviction) — and the stream was recreated to go on
+/// after the writer's last seq (seqs never go back; meta `lost` records
+/// up to which seq events are missing).
 const APPEND: &str = r"
+local floor = tonumber(ARGV[10])
+local lost = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[7] == '' then return -1 end
-  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'writer', ARGV[8], 'seq', 0, 'bytes', 0, 'fin', 0)
+  if ARGV[7] == '' then return {-1, 0} end
+  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'writer', ARGV[8], 'seq', floor, 'bytes', 0, 'fin', 0)
+  if floor > 0 then
+    redis.call('HSET', KEYS[1], 'lost', floor)
+    lost = 1
+  end
+elseif tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') < floor then
+  redis.call('HSET', KEYS[1], 'seq', floor, 'lost', floor)
+  lost = 1
 end
 if ARGV[9] ~= '' then redis.call('HSETNX', KEYS[1], 'req', ARGV[9]) end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -67,7 +82,7 @@ if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'fin', 1) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], seq)
-return seq
+return {seq, lost}
 ";
 
 /// KEYS[1] meta; ARGV: owner, writer, request ('' = none), TTL ms. Creates
@@ -256,6 +271,32 @@ impl RedisEventLog {
     }
 }
 
+/// Redis lost the keys of a stream this replica writes (found by an
+/// append): counted, and logged at WARN at most once a minute (a FLUSHALL
+/// or an empty restart loses every live stream at once), DEBUG otherwise.
+fn keys_lost(stream: &str, last_seq: u64) {
+    static LAST_WARN_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    crate::observe::metrics::store_keys_lost();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let last = LAST_WARN_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST_WARN_MS
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(%stream, last_seq, "Redis lost the keys of a live stream (FLUSHALL, a restart without persistence, or eviction): it goes on after seq {last_seq}; events up to it are gone from Redis (counted in ballast_store_keys_lost_total; further losses this minute are logged at DEBUG)");
+    } else {
+        tracing::debug!(%stream, last_seq, "Redis lost the keys of a live stream; it goes on after its last seq");
+    }
+}
+
 /// `<owner>\n<event>` split in two; `None` if it is not that.
 fn split_one_shot(value: &[u8]) -> Option<(&[u8], &[u8])> {
     let nl = value.iter().position(|&b| b == b'\n')?;
@@ -366,9 +407,9 @@ impl RedisEventLog {
     /// stream this process opened, the script also creates it if missing
     /// (its deferred or in-flight opening may arrive after this append).
     async fn push(&self, stream: &str, data: Bytes, last: bool) -> Result<u64, StoreError> {
-        let owner = self.local().get(stream).map(|l| l.owner.clone());
-        let opening = owner.as_deref().map(|owner| Opening {
-            owner,
+        let local = self.local().get(stream).cloned();
+        let opening = local.as_ref().map(|l| Opening {
+            owner: &l.owner,
             request: &[],
         });
         self.push_with(stream, data, last, opening).await
@@ -382,6 +423,8 @@ impl RedisEventLog {
         opening: Option<Opening<'_>>,
     ) -> Result<u64, StoreError> {
         let writer = self.backend.replica();
+        // Where this writer's seqs stand: a recreated stream goes on after it.
+        let floor = self.local().get(stream).map_or(0, |l| l.last_seq);
         let (owner, request) = opening.map_or(("", &[][..]), |o| (o.owner, o.request));
         let owner_writer = if owner.is_empty() { "" } else { writer };
         let (meta, events) = self.keys(stream);
@@ -389,7 +432,7 @@ impl RedisEventLog {
         let script = &self.append;
         let limits = self.limits;
         let ttl = ms(if last { self.resume_window } else { LIVE_TTL });
-        let seq: i64 = self
+        let (seq, lost): (i64, i64) = self
             .backend
             .run(|mut c| async move {
                 script
@@ -404,17 +447,21 @@ impl RedisEventLog {
                     .arg(owner)
                     .arg(owner_writer)
                     .arg(request)
+                    .arg(floor)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
+        if lost == 1 {
+            keys_lost(stream, floor);
+        }
         self.waiters.wake(stream);
         let seq = u64::try_from(seq).map_err(|_| StoreError::UnknownStream)?;
         let mut local = self.local();
         if last {
             local.remove(stream);
         } else if let Some(l) = local.get_mut(stream) {
-            l.last_seq = seq;
+            l.last_seq = l.last_seq.max(seq);
         }
         Ok(seq)
     }
