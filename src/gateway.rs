@@ -109,6 +109,9 @@ impl Gateway {
             supervisors,
         });
         tokio::spawn(sweep(Arc::downgrade(&gw)));
+        if let Some(redis) = &gw.redis {
+            tokio::spawn(write_back_sessions(Arc::downgrade(&gw), redis.keys_lost()));
+        }
         gw
     }
 
@@ -214,5 +217,31 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
         if dropped > 0 {
             tracing::debug!(dropped, "streams dropped from the event log");
         }
+    }
+}
+
+/// Each time Redis is found to have lost keys (see
+/// [`crate::store::redis::RedisBackend::keys_lost`]): writes the records of
+/// every session this replica holds back to the session store, so other
+/// replicas find them again instead of answering 404. Stops when the
+/// gateway is dropped.
+async fn write_back_sessions(
+    weak: std::sync::Weak<Gateway>,
+    mut lost: tokio::sync::watch::Receiver<u64>,
+) {
+    while lost.changed().await.is_ok() {
+        let Some(gw) = weak.upgrade() else { return };
+        let sessions = gw.sessions.all();
+        let mut written = 0usize;
+        for s in &sessions {
+            if gw.session_store.save(s.record()).await.is_ok() {
+                written += 1;
+            }
+        }
+        tracing::info!(
+            written,
+            held = sessions.len(),
+            "session records written back after Redis lost its keys"
+        );
     }
 }

@@ -577,3 +577,43 @@ async fn a_live_stream_survives_redis_losing_its_keys() {
         "{metrics}"
     );
 }
+
+/// Redis loses every key (FLUSHALL; a restart without persistence alike):
+/// the sessions a replica still holds are written back, so another
+/// replica serves them again instead of answering 404 for good.
+#[tokio::test]
+async fn sessions_a_replica_holds_are_written_back_after_redis_loses_them() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(&redis.url()).await;
+    let b = Replica::start(&redis.url()).await;
+    let on_a = McpClient::connect(&a.url).await;
+    let on_b = client_on(&b.url, &on_a);
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flushall");
+    // A's heartbeat (every second) finds its canary gone and writes back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 100;
+    loop {
+        n += 1;
+        let status = on_b
+            .post(&call(n, "echo", json!({ "message": "back" })))
+            .await
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 404);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never found the session again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -454,6 +454,7 @@ impl RedisEventLog {
             .await?;
         if lost == 1 {
             keys_lost(stream, floor);
+            self.backend.note_keys_lost();
         }
         self.waiters.wake(stream);
         let seq = u64::try_from(seq).map_err(|_| StoreError::UnknownStream)?;
@@ -473,23 +474,43 @@ async fn heartbeat(
     backend: std::sync::Weak<RedisBackend>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    // Whether this replica's canary key was written: if Redis has it no
+    // more (it lives an hour), Redis lost what this replica wrote.
+    let mut canary_written = false;
     loop {
         let Some(b) = backend.upgrade() else { return };
         let key = b.key(&format!("replica:{}", b.replica()));
+        let canary = b.key(&format!("canary:{}", b.replica()));
         let ttl = ms(REPLICA_TTL);
+        let canary_ttl = ms(CANARY_TTL);
         let beat = b
             .run(|mut c| async move {
-                redis::cmd("SET")
+                redis::pipe()
+                    .cmd("SET")
                     .arg(&key)
                     .arg(1)
                     .arg("PX")
                     .arg(ttl)
-                    .query_async::<()>(&mut c)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(&canary)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(canary_ttl)
+                    .arg("GET")
+                    .query_async::<(Option<String>,)>(&mut c)
                     .await
             })
             .await;
-        if let Err(e) = beat {
-            tracing::debug!(error = %e, "replica heartbeat failed");
+        match beat {
+            Ok((None,)) if canary_written => {
+                tracing::warn!(
+                    "Redis lost this replica's keys (FLUSHALL, or a restart without persistence); writing back the sessions it holds"
+                );
+                b.note_keys_lost();
+            }
+            Ok(_) => canary_written = true,
+            Err(e) => tracing::debug!(error = %e, "replica heartbeat failed"),
         }
         drop(b);
         tokio::select! {
@@ -498,6 +519,11 @@ async fn heartbeat(
         }
     }
 }
+
+/// How long a replica's canary key outlives its last refresh (each
+/// heartbeat): an outage shorter than this after which Redis has no canary
+/// means Redis lost its keys.
+const CANARY_TTL: Duration = Duration::from_secs(3600);
 
 /// How often a replica refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -63,6 +63,9 @@ pub struct RedisBackend {
     cluster_logged: std::sync::atomic::AtomicBool,
     /// A Redis Cluster's slot → node map, for grouping batches by node.
     slots: slots::SlotMap,
+    /// Bumped each time Redis is found to have lost keys this replica had
+    /// written (see [`RedisBackend::keys_lost`]).
+    lost: tokio::sync::watch::Sender<u64>,
 }
 
 /// The breaker's name in logs, metrics and `/readyz`.
@@ -130,7 +133,22 @@ impl RedisBackend {
             replica: crate::store::new_stream_id(),
             cluster_logged: std::sync::atomic::AtomicBool::new(false),
             slots: slots::SlotMap::default(),
+            lost: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Changes each time Redis is found to have lost keys this replica
+    /// wrote (FLUSHALL, a restart without persistence, eviction): by the
+    /// heartbeat (this replica's `canary:<replica>` key, kept for an hour,
+    /// was gone) or by an append to a live stream. Records this replica
+    /// holds are written back on it.
+    pub fn keys_lost(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lost.subscribe()
+    }
+
+    /// Says that Redis lost keys this replica wrote.
+    pub(crate) fn note_keys_lost(&self) {
+        self.lost.send_modify(|n| *n += 1);
     }
 
     /// `ballast:<deployment>:<suffix>`.
