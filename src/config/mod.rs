@@ -60,6 +60,13 @@ pub struct ServerConfig {
     /// stops waiting. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// During the drain, how long Ballast keeps answering 503 +
+    /// `Retry-After` after the last call ended, before it stops accepting:
+    /// a client's follow-up right after its answer (the Python SDK lists
+    /// tools after a call) then gets a clear refusal instead of a
+    /// connection error. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_linger: Duration,
     /// Largest accepted POST body, in bytes. Default 4 MiB; larger → 413.
     pub max_body_bytes: usize,
     /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
@@ -498,6 +505,7 @@ impl Default for ServerConfig {
                 .flat_map(|h| [format!("http://{h}"), format!("https://{h}")])
                 .collect(),
             drain_timeout: Duration::from_secs(10),
+            drain_linger: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),
