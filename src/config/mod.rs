@@ -5,6 +5,7 @@
 //! errors (`deny_unknown_fields`), reported with file, line, column and the
 //! dotted field name (see [`load`]).
 
+mod listen;
 mod load;
 mod mcp_servers;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+pub use self::listen::{ListenError, is_loopback, resolve_listen};
 pub use self::load::{ConfigError, from_toml_str, load_mcp_servers_file, load_toml_file};
 pub use self::mcp_servers::from_mcp_servers_json;
 

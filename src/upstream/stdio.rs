@@ -20,6 +20,7 @@ use super::UpstreamError;
 use super::process_tree::{self, TreeGuard};
 use super::transport::{Incoming, STDERR_TAIL_LINES, StderrTail, forward_frame};
 use crate::config::UpstreamConfig;
+use crate::observe::describe_exit;
 
 /// Frames queued for the child's stdin before `send` waits (backpressure).
 const STDIN_QUEUE: usize = 256;
@@ -150,21 +151,21 @@ async fn supervise_process(
     let mut guard = TreeGuard::new(pid);
     tokio::select! {
         status = child.wait() => {
-            tracing::warn!(upstream = %name, pid, status = ?status.ok(), "stdio upstream exited");
+            tracing::warn!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream exited");
             // The leader is gone; its group may still hold grandchildren.
         }
         stop = stop => {
             // stdin is already closed by `close` (or the transport was dropped).
             if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-                tracing::info!(upstream = %name, pid, ?status, "stdio upstream exited after stdin close");
+                tracing::info!(upstream = %name, pid, status = %describe_exit(&status), "stdio upstream exited after stdin close");
             } else if process_tree::terminate(&*child)
                 && let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await
             {
-                tracing::info!(upstream = %name, pid, ?status, "stdio upstream exited after SIGTERM");
+                tracing::info!(upstream = %name, pid, status = %describe_exit(&status), "stdio upstream exited after SIGTERM");
             } else {
                 let _ = child.start_kill();
                 let status = child.wait().await;
-                tracing::warn!(upstream = %name, pid, status = ?status.ok(), "stdio upstream killed");
+                tracing::warn!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream killed");
             }
             if let Ok(done) = stop {
                 // Kill stragglers left in the tree, then report done.
@@ -174,6 +175,14 @@ async fn supervise_process(
         }
     }
     drop(guard);
+}
+
+/// An exit status for the log, or why it is unknown.
+fn exit_text(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => describe_exit(s),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 async fn write_stdin(
