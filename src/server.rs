@@ -70,6 +70,7 @@ pub async fn run_with_stores(
     crate::observe::metrics::install();
     let gw = Gateway::start_with_stores(config, stores);
     tracing::info!(%addr, path = %gw.config.server.path, upstreams = gw.router.upstreams().len(), "ballast listening");
+    crate::config::warn_if_exposed(&addr);
     let app = downstream::routes(gw.clone());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());

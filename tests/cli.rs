@@ -152,6 +152,20 @@ async fn exit_statuses_are_readable_and_piped_logs_have_no_colour_codes() {
     );
 }
 
+/// Item 4: a loopback listener is not warned about (the WARN for one beyond
+/// loopback is tested on `warn_if_exposed`; tests never listen beyond
+/// loopback).
+#[tokio::test]
+async fn a_loopback_listener_logs_no_exposure_warning() {
+    let ballast = Ballast::start_demo("").await;
+    let lines = ballast.log_lines();
+    assert!(lines.iter().any(|l| l.contains("ballast listening")));
+    assert!(
+        !lines.iter().any(|l| l.contains("without authentication")),
+        "{lines:#?}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn exit_statuses_name_the_signal() {

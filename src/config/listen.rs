@@ -1,6 +1,8 @@
 //! The listen address: host names on the command line (`--listen
-//! localhost:8080`), and whether an address is reachable only from this
-//! machine (issue 13 items 18 and 4).
+//! localhost:8080`), whether an address is reachable only from this
+//! machine, and the start-up WARN when it is not (issue 13 items 18 and 4).
+//! Ballast has no client authentication yet: beyond loopback, anyone who
+//! can reach the address can call every upstream tool.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -70,6 +72,20 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
     }
 }
 
+/// Logs one WARN when `addr` (the bound listener's address) is reachable
+/// from other machines: Ballast has no authentication yet, so every client
+/// that reaches it can use every upstream's tools. Nothing for loopback.
+pub fn warn_if_exposed(addr: &SocketAddr) {
+    if !is_loopback(addr) {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback without authentication: Ballast has no client \
+             authentication yet, so anyone who can reach {addr} can call every upstream's \
+             tools; listen on 127.0.0.1 or put an authenticating proxy in front (README: Security)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +111,46 @@ mod tests {
             Err(ListenError::Syntax)
         ));
         assert!(matches!(resolve_listen(":80"), Err(ListenError::Syntax)));
+    }
+
+    /// The log lines `warn_if_exposed(addr)` writes.
+    fn logged_by_warn_if_exposed(addr: &str) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            warn_if_exposed(&addr.parse().unwrap());
+        });
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn listening_beyond_loopback_warns_once_naming_the_risk() {
+        for exposed in ["0.0.0.0:8080", "[::]:8080", "192.168.1.10:8080"] {
+            let log = logged_by_warn_if_exposed(exposed);
+            assert_eq!(log.lines().count(), 1, "{log}");
+            assert!(log.contains("WARN"), "{log}");
+            assert!(log.contains("without authentication"), "{log}");
+            assert!(log.contains(exposed), "{log}");
+        }
+        assert_eq!(logged_by_warn_if_exposed("127.0.0.1:8080"), "");
+        assert_eq!(logged_by_warn_if_exposed("[::1]:8080"), "");
     }
 
     #[test]

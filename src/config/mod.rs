@@ -16,7 +16,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-pub use self::listen::{ListenError, is_loopback, resolve_listen};
+pub use self::listen::{ListenError, is_loopback, resolve_listen, warn_if_exposed};
 pub use self::load::{ConfigError, from_toml_str, load_mcp_servers_file, load_toml_file};
 pub use self::mcp_servers::from_mcp_servers_json;
 
