@@ -16,9 +16,12 @@
 //! - **Windows**: the child is put in a job object with
 //!   `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE` (process-wrap's `JobObject` +
 //!   `KillOnDrop`). Only Ballast holds the job handle, so the whole tree
-//!   dies when Ballast exits, however it exits. Windows has no gentle
-//!   "terminate" for a console tree, so [`terminate`] reports `false` and
-//!   the orderly shutdown goes from closing stdin straight to the kill.
+//!   dies when Ballast exits, however it exits. The child also starts a new
+//!   process group (`CREATE_NEW_PROCESS_GROUP`), so a console Ctrl-C goes to
+//!   Ballast, which drains, and not to its children, which would die with
+//!   calls in flight — as the process group does on Unix. Windows has no
+//!   gentle "terminate" for a console tree, so [`terminate`] reports `false`
+//!   and the orderly shutdown goes from closing stdin straight to the kill.
 
 use std::io;
 
@@ -33,6 +36,8 @@ pub(crate) fn spawn(mut cmd: CommandWrap) -> io::Result<Box<dyn ChildWrapper>> {
     cmd.wrap(process_wrap::tokio::ProcessGroup::leader());
     #[cfg(windows)]
     {
+        use windows::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP;
+        cmd.wrap(process_wrap::tokio::CreationFlags(CREATE_NEW_PROCESS_GROUP));
         cmd.wrap(process_wrap::tokio::KillOnDrop);
         cmd.wrap(process_wrap::tokio::JobObject);
     }
