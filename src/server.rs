@@ -5,8 +5,8 @@
 //! answering so load balancers see 503s, not resets) → calls in flight
 //! finish, up to `drain_timeout` → 503s go on for `drain_linger` (a
 //! client's follow-up to its last answer is refused, not reset) → GET
-//! streams end with a `retry:` hint → stop accepting, connections close after their current response →
-//! upstreams close (children: stdin-close →
+//! streams end with a `retry:` hint → stop accepting, connections close
+//! after their current response → upstreams close (children: stdin-close →
 //! SIGTERM → SIGKILL). A forced shutdown skips the waiting.
 
 use std::time::Duration;
