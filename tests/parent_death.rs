@@ -16,8 +16,18 @@ use support::binary::{Ballast, group_members};
 #[tokio::test]
 async fn sigkill_of_ballast_ends_its_busy_child_and_the_childs_group() {
     let mut ballast = Ballast::start_demo("").await;
-    let (_, ready) = ballast.readyz().await;
-    let child = ready["upstreams"][0]["pid"].as_i64().expect("upstream pid") as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child = loop {
+        let (_, ready) = ballast.readyz().await;
+        if let Some(pid) = ready["upstreams"][0]["pid"].as_i64() {
+            break pid as i32;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never started: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(
         group_members(child),
         vec![child],
