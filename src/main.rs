@@ -38,8 +38,9 @@ enum Command {
         /// An existing `{"mcpServers": …}` JSON (Claude Desktop / Cursor / Claude Code).
         #[arg(long)]
         mcp_config: Option<PathBuf>,
-        /// Override `server.listen`.
-        #[arg(long)]
+        /// Override `server.listen`: IP:PORT or HOST:PORT (a host name is
+        /// resolved once at start; its first IPv4 address is used).
+        #[arg(long, value_parser = parse_listen)]
         listen: Option<SocketAddr>,
         /// Override `log.format`.
         #[arg(long, value_enum)]
@@ -47,8 +48,8 @@ enum Command {
     },
     /// Run the gateway in front of the built-in demo upstream (no config needed).
     Demo {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address to listen on: IP:PORT or HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
         listen: SocketAddr,
         /// Log format.
         #[arg(long, value_enum, default_value = "pretty")]
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
                 "demo",
                 UpstreamConfig::stdio(exe, vec!["demo-upstream".into()]),
             );
-            eprintln!(
+            let banner = format!(
                 "Ballast demo: MCP endpoint http://{listen}/mcp (demo upstream tools: echo, sleep, fail, flaky, crash, progress, log, sample, elicit)\n\
                  Try it with the Python SDK:\n  \
                  python -c \"import anyio; from mcp import ClientSession; from mcp.client.streamable_http import streamable_http_client as c\n\
@@ -96,22 +97,32 @@ fn main() -> ExitCode {
                  anyio.run(m)\"\n\
                  Health: http://{listen}/healthz  Readiness: http://{listen}/readyz  Stop: Ctrl-C"
             );
-            serve(config)
+            serve(config, Some(banner))
         }
         Command::Serve {
-            config,
+            config: config_path,
             mcp_config,
             listen,
             log_format,
         } => {
-            let loaded = match (config, mcp_config) {
-                (Some(path), _) => config::load_toml_file(&path),
+            let loaded = match (&config_path, mcp_config) {
+                (Some(path), _) => config::load_toml_file(path),
                 (None, Some(path)) => config::load_mcp_servers_file(&path),
                 (None, None) => unreachable!("clap requires one"),
             };
             let mut config = match loaded {
                 Ok(c) => c,
-                Err(e) => return config_error(&e),
+                Err(e) => {
+                    let code = config_error(&e);
+                    if let Some(path) = config_path.filter(|p| looks_like_json(p)) {
+                        eprintln!(
+                            "hint: {} looks like JSON; for an mcpServers file use `ballast serve --mcp-config {}`",
+                            path.display(),
+                            path.display()
+                        );
+                    }
+                    return code;
+                }
             };
             if let Some(l) = listen {
                 config.server.listen = l;
@@ -119,9 +130,23 @@ fn main() -> ExitCode {
             if let Some(f) = log_format {
                 config.log.format = f;
             }
-            serve(config)
+            serve(config, None)
         }
     }
+}
+
+/// `--listen`: an address, or a host name resolved now.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    config::resolve_listen(value).map_err(|e| e.to_string())
+}
+
+/// Whether a file given to `--config` is JSON (by extension, or an opening
+/// `{`), to point its owner to `--mcp-config`.
+fn looks_like_json(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        || std::fs::read(path)
+            .is_ok_and(|b| b.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'))
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
@@ -157,7 +182,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+/// Binds, prints `banner` (only once the socket accepts), and serves.
+fn serve(config: Config, banner: Option<String>) -> ExitCode {
     if let Err(e) = ballast::observe::init_logging(config.log.format, &config.log.level) {
         eprintln!("error: logging: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -166,6 +192,9 @@ fn serve(config: Config) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        if let Some(banner) = banner {
+            eprintln!("{banner}");
+        }
         let shutdown = ballast::Shutdown::from_signals();
         ballast::run(listener, config, shutdown).await?;
         Ok(())

@@ -3,9 +3,10 @@
 //!
 //! Drain order: readiness red and new work refused (the listener keeps
 //! answering so load balancers see 503s, not resets) → calls in flight
-//! finish, up to `drain_timeout` → GET streams end with a `retry:` hint →
-//! stop accepting, connections close after their current response →
-//! upstreams close (children: stdin-close →
+//! finish, up to `drain_timeout` → 503s go on for `drain_linger` (a
+//! client's follow-up to its last answer is refused, not reset) → GET
+//! streams end with a `retry:` hint → stop accepting, connections close
+//! after their current response → upstreams close (children: stdin-close →
 //! SIGTERM → SIGKILL). A forced shutdown skips the waiting.
 
 use std::time::Duration;
@@ -65,9 +66,11 @@ pub async fn run_with_stores(
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let drain_timeout = config.server.drain_timeout;
+    let drain_linger = config.server.drain_linger;
     crate::observe::metrics::install();
     let gw = Gateway::start_with_stores(config, stores);
     tracing::info!(%addr, path = %gw.config.server.path, upstreams = gw.router.upstreams().len(), "ballast listening");
+    crate::config::warn_if_exposed(&addr);
     let app = downstream::routes(gw.clone());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -117,7 +120,8 @@ pub async fn run_with_stores(
     // Serve normally until the drain starts.
     accept_until(shutdown.drain.clone()).await;
     gw.begin_drain();
-    // Keep answering (503s, /readyz) while calls in flight finish.
+    // Keep answering (503s, /readyz) while calls in flight finish, and for
+    // `drain_linger` after.
     let calls_done = async {
         let left = gw.wait_calls_done(drain_timeout).await;
         if left > 0 {
@@ -126,6 +130,7 @@ pub async fn run_with_stores(
                 "drain timeout: calls still in flight are abandoned"
             );
         }
+        tokio::time::sleep(drain_linger).await;
     };
     let stop_accepting = tokio_util::sync::CancellationToken::new();
     tokio::select! {

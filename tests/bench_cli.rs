@@ -7,11 +7,8 @@ mod support;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 use support::{TestGateway, demo_config};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// The generator built for this test run.
@@ -108,8 +105,12 @@ async fn sse_answers_with_progress_are_read_to_the_response() {
     gw.stop().await;
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn idle_sessions_are_held_until_sigterm_then_closed() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use tokio::io::{AsyncBufReadExt, BufReader};
     let gw = TestGateway::start(demo_config()).await;
     let mut child = Command::new(BENCH)
         .args(["--url", &gw.url, "--idle-sessions", "50", "--hold", "60s"])

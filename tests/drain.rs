@@ -1,5 +1,8 @@
 //! SIGTERM on the real binary: calls in flight finish, new work is refused,
-//! the process exits 0 and leaves no child behind.
+//! the process exits 0 and leaves no child behind. (Unix: signals, process
+//! groups and pidfds; the drain's HTTP behaviour is in `drain_linger.rs`.)
+
+#![cfg(unix)]
 
 mod support;
 

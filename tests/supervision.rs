@@ -67,6 +67,7 @@ async fn a_crash_loop_is_parked_hidden_and_re_announced_on_recovery() {
     gw.stop().await;
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn killing_the_child_under_50_calls_ends_every_call_and_the_next_one_works() {
     use nix::sys::signal::{Signal, kill};

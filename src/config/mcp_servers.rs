@@ -42,13 +42,8 @@ struct Entry {
 /// [`ConfigError::Invalid`] with line and column for malformed JSON, and for
 /// entries that fail validation (e.g. neither `command` nor `url`).
 pub fn from_mcp_servers_json(src: &str, path: &Path) -> Result<Config, ConfigError> {
-    let file: File = serde_json::from_str(src).map_err(|e| ConfigError::Invalid {
-        path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        field: "mcpServers".to_owned(),
-        message: e.to_string(),
-    })?;
+    let file: File = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(src))
+        .map_err(|e| json_error(path, &e))?;
     let mut config = Config::default();
     for (name, e) in file.mcp_servers {
         if e.disabled {
@@ -77,6 +72,34 @@ pub fn from_mcp_servers_json(src: &str, path: &Path) -> Result<Config, ConfigErr
     Ok(config)
 }
 
+/// A JSON error as precise as a TOML one: file, line, column and the field
+/// path (`mcpServers.time.args[0]`; as far as known for a syntax error),
+/// the message without serde_json's own
+/// " at line L column C" suffix.
+fn json_error(path: &Path, e: &serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let inner = e.inner();
+    let message = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    // A syntax error has no complete key path: name the part that is known
+    // (serde_path_to_error writes "?" for the unknown rest, "." for none).
+    let path_text = e.path().to_string();
+    let known = path_text.trim_end_matches(".?").trim_end_matches('?');
+    let field = match known {
+        "" | "." => "(document)".to_owned(),
+        p => p.to_owned(),
+    };
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line: inner.line(),
+        column: inner.column(),
+        field,
+        message: message
+            .strip_suffix(&position)
+            .unwrap_or(&message)
+            .to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +120,26 @@ mod tests {
         assert_eq!(c.upstreams["time"].get_ref().env["TZ"], "UTC");
         assert_eq!(c.upstreams["remote"].get_ref().kind(), UpstreamKind::Http);
         assert_eq!(c.upstreams["remote"].get_ref().headers["X-Key"], "k");
+    }
+
+    #[test]
+    fn json_errors_name_the_field_path() {
+        let field = |src: &str| match from_mcp_servers_json(src, Path::new("m.json")) {
+            Err(ConfigError::Invalid { field, message, .. }) => {
+                assert!(!message.contains(" at line "), "{message}");
+                field
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(r#"{"mcpServers": {"t": {"command": "x", "args": [1]}}}"#),
+            "mcpServers.t.args[0]"
+        );
+        assert_eq!(
+            field(r#"{"mcpServers": {"t": {"command": "x"}, }}"#),
+            "mcpServers"
+        );
+        assert_eq!(field("[]"), "(document)");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! errors (`deny_unknown_fields`), reported with file, line, column and the
 //! dotted field name (see [`load`]).
 
+mod listen;
 mod load;
 mod mcp_servers;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+pub use self::listen::{ListenError, is_loopback, resolve_listen, warn_if_exposed};
 pub use self::load::{ConfigError, from_toml_str, load_mcp_servers_file, load_toml_file};
 pub use self::mcp_servers::from_mcp_servers_json;
 
@@ -60,6 +62,13 @@ pub struct ServerConfig {
     /// stops waiting. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// During the drain, how long Ballast keeps answering 503 +
+    /// `Retry-After` after the last call ended, before it stops accepting:
+    /// a client's follow-up right after its answer (the Python SDK lists
+    /// tools after a call) then gets a clear refusal instead of a
+    /// connection error. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_linger: Duration,
     /// Largest accepted POST body, in bytes. Default 4 MiB; larger → 413.
     pub max_body_bytes: usize,
     /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
@@ -512,6 +521,7 @@ impl Default for ServerConfig {
                 .flat_map(|h| [format!("http://{h}"), format!("https://{h}")])
                 .collect(),
             drain_timeout: Duration::from_secs(10),
+            drain_linger: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),

@@ -59,7 +59,7 @@ fn strip_port(host: &str) -> &str {
 
 /// An allow-list entry `scheme://host` matches any port; `scheme://host:port`
 /// matches exactly; `*` matches all.
-fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+pub(super) fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
     let host = strip_port(rest);
     allowed.iter().any(|a| {

@@ -6,9 +6,11 @@
 //! - `sse.rs` — stream ids, event ids, priming and keep-alive.
 //! - `session.rs` — sessions and their in-flight requests.
 //! - `guard.rs` — Host/Origin/Accept/Content-Type/version checks.
+//! - `cors.rs` — CORS preflight and headers for allowed origins.
 //! - `error.rs` — refusals mapped to HTTP status + JSON-RPC error.
 //! - `health.rs` — `/healthz` and `/readyz`.
 
+mod cors;
 mod error;
 mod get;
 mod guard;
@@ -38,12 +40,28 @@ use crate::gateway::Gateway;
 pub fn routes(gw: Arc<Gateway>) -> Router {
     let path = gw.config.server.path.clone();
     Router::new()
-        .route(&path, post(post::post).get(get::get).delete(get::delete))
-        .route(legacy_sse::SSE_PATH, get(legacy_sse::open))
-        .route(legacy_sse::MESSAGE_PATH, post(legacy_sse::message))
+        .route(
+            &path,
+            post(post::post)
+                .get(get::get)
+                .delete(get::delete)
+                .options(cors::preflight),
+        )
+        .route(
+            legacy_sse::SSE_PATH,
+            get(legacy_sse::open).options(cors::preflight),
+        )
+        .route(
+            legacy_sse::MESSAGE_PATH,
+            post(legacy_sse::message).options(cors::preflight),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            cors::layer,
+        ))
         .with_state(gw)
 }
 

@@ -2,6 +2,8 @@
 //! config's level or `RUST_LOG`. Every line from a call carries its span's
 //! `session`, `id` and `method`; upstream lines carry `upstream`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -9,6 +11,8 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `level` is a `tracing` filter directive
 /// (e.g. `info`, `ballast=debug`); `RUST_LOG` overrides it. Logs go to
 /// stderr, so stdout stays free (the demo upstream speaks MCP on it).
+/// Pretty lines are coloured only when stderr is a terminal (and
+/// `NO_COLOR` is unset): log files and pipes get plain text.
 ///
 /// # Errors
 /// If the filter is invalid or a global subscriber is already set.
@@ -22,7 +26,8 @@ pub fn init_logging(
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     match format {
         LogFormat::Json => builder
             .json()

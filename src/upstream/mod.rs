@@ -11,6 +11,7 @@ mod connection;
 mod error;
 mod http;
 mod lists;
+mod process_tree;
 mod sse;
 mod stdio;
 mod transport;

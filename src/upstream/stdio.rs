@@ -1,8 +1,10 @@
 //! A stdio upstream: a child process speaking newline-delimited JSON-RPC
 //! (T25 "stdio", SPEC.md 22).
 //!
-//! The child leads its own process group, so shutdown and the drop guard
-//! reach grandchildren too. Its stderr is log output: each line is logged at
+//! The child's tree ends with Ballast (its own process group on Unix, plus
+//! the parent-death signal on Linux; a job object on Windows — see
+//! `process_tree`), so shutdown and the drop guard reach grandchildren too.
+//! Its stderr is log output: each line is logged at
 //! INFO, tagged with the upstream name — never as an error.
 
 use std::process::Stdio;
@@ -10,15 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
+use process_wrap::tokio::{ChildWrapper, CommandWrap};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::UpstreamError;
+use super::process_tree::{self, TreeGuard};
 use super::transport::{Incoming, STDERR_TAIL_LINES, StderrTail, forward_frame};
 use crate::config::UpstreamConfig;
+use crate::observe::describe_exit;
 
 /// Frames queued for the child's stdin before `send` waits (backpressure).
 const STDIN_QUEUE: usize = 256;
@@ -30,21 +32,6 @@ pub(crate) struct StdioTransport {
     stdin: std::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     pid: u32,
-}
-
-/// Kills the child's whole process group when dropped, unless disarmed
-/// after an orderly shutdown. Covers every exit path, including panics
-/// and runtime teardown.
-struct GroupGuard {
-    pgid: Option<i32>,
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-    }
 }
 
 impl StdioTransport {
@@ -59,7 +46,7 @@ impl StdioTransport {
         stderr_tail: StderrTail,
     ) -> Result<Self, UpstreamError> {
         let program = cfg.command.clone().unwrap_or_default();
-        let mut cmd = CommandWrap::with_new(&program, |c| {
+        let cmd = CommandWrap::with_new(&program, |c| {
             c.args(&cfg.args)
                 .envs(&cfg.env)
                 .stdin(Stdio::piped())
@@ -69,8 +56,7 @@ impl StdioTransport {
                 c.current_dir(dir);
             }
         });
-        cmd.wrap(ProcessGroup::leader());
-        let mut child = cmd.spawn().map_err(|source| UpstreamError::Spawn {
+        let mut child = process_tree::spawn(cmd).map_err(|source| UpstreamError::Spawn {
             command: program.clone(),
             source,
         })?;
@@ -118,7 +104,7 @@ impl StdioTransport {
     }
 
     /// Orderly shutdown: close stdin, wait `shutdown_grace`, SIGTERM the
-    /// group, wait again, SIGKILL the group, reap. Returns once the child
+    /// group (Unix), wait again, kill the tree, reap. Returns once the child
     /// has been reaped.
     pub(crate) async fn close(&self) {
         self.stdin.lock().map(|mut s| s.take()).ok();
@@ -131,7 +117,7 @@ impl StdioTransport {
         }
     }
 
-    /// The child's process id (also its process group id).
+    /// The child's process id (also its process group id on Unix).
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
@@ -162,38 +148,41 @@ async fn supervise_process(
     grace: Duration,
     stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
-    let mut guard = GroupGuard {
-        pgid: i32::try_from(pid).ok(),
-    };
+    let mut guard = TreeGuard::new(pid);
     tokio::select! {
         status = child.wait() => {
-            tracing::warn!(upstream = %name, pid, status = ?status.ok(), "stdio upstream exited");
+            tracing::warn!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream exited");
             // The leader is gone; its group may still hold grandchildren.
         }
         stop = stop => {
             // stdin is already closed by `close` (or the transport was dropped).
             if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-                tracing::info!(upstream = %name, pid, ?status, "stdio upstream exited after stdin close");
+                tracing::info!(upstream = %name, pid, status = %describe_exit(&status), "stdio upstream exited after stdin close");
+            } else if process_tree::terminate(&*child)
+                && let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await
+            {
+                tracing::info!(upstream = %name, pid, status = %describe_exit(&status), "stdio upstream exited after SIGTERM");
             } else {
-                let _ = child.signal(Signal::SIGTERM as i32);
-                if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-                    tracing::info!(upstream = %name, pid, ?status, "stdio upstream exited after SIGTERM");
-                } else {
-                    let _ = child.start_kill();
-                    let status = child.wait().await;
-                    tracing::warn!(upstream = %name, pid, status = ?status.ok(), "stdio upstream killed with SIGKILL");
-                }
+                let _ = child.start_kill();
+                let status = child.wait().await;
+                tracing::warn!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream killed");
             }
             if let Ok(done) = stop {
-                // Kill stragglers left in the group, then report done.
-                if let Some(pgid) = guard.pgid.take() {
-                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-                }
+                // Kill stragglers left in the tree, then report done.
+                guard.kill_now();
                 let _ = done.send(());
             }
         }
     }
     drop(guard);
+}
+
+/// An exit status for the log, or why it is unknown.
+fn exit_text(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => describe_exit(s),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 async fn write_stdin(

@@ -15,6 +15,7 @@ use sse_stream::SseByteStream;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub mod binary;
 pub mod redis;
 
 /// The `ballast` binary built for this test run.
