@@ -8,6 +8,8 @@
 //! upstreams close (children: stdin-close →
 //! SIGTERM → SIGKILL). A forced shutdown skips the waiting.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,6 +24,8 @@ use crate::gateway::Gateway;
 use crate::observe::disconnect_cause;
 use crate::shutdown::Shutdown;
 use crate::store::Stores;
+
+pub mod limits;
 
 /// After calls finish, how long open connections get to flush and close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -69,6 +73,16 @@ pub async fn run_with_stores(
     let gw = Gateway::start_with_stores(config, stores);
     tracing::info!(%addr, path = %gw.config.server.path, upstreams = gw.router.upstreams().len(), "ballast listening");
     let app = downstream::routes(gw.clone());
+    let nofile = limits::raise_nofile_limit();
+    let conn_limit = Arc::new(limits::ConnectionLimit::new(
+        limits::effective_max_connections(gw.config.server.max_connections, nofile),
+    ));
+    tracing::debug!(
+        max_connections = conn_limit.max(),
+        nofile,
+        "connection limit"
+    );
+    let first_request_timeout = gw.config.server.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -82,6 +96,7 @@ pub async fn run_with_stores(
         let graceful = &graceful;
         let app = app.clone();
         let stats = gw.stats.clone();
+        let conn_limit = conn_limit.clone();
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -97,19 +112,16 @@ pub async fn run_with_stores(
                     () = stop.cancelled() => return,
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        // Resets, broken pipes and slow clients are normal
-                        // client behaviour: classified, counted, logged at debug.
-                        let cause = disconnect_cause(e.as_ref());
-                        stats.disconnect(cause);
-                        tracing::debug!(%peer, cause, error = %e, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    app.clone(),
+                    builder.clone(),
+                    graceful.watcher(),
+                    conn_limit.clone(),
+                    first_request_timeout,
+                    stats.clone(),
+                ));
             }
         }
     };
@@ -148,4 +160,56 @@ pub async fn run_with_stores(
     }
     tracing::info!("drain complete");
     Ok(())
+}
+
+/// Serves one accepted connection once it has a slot (see [`limits`]):
+/// closed at once if none comes within [`limits::ADMISSION_WAIT`], and
+/// closed if its first request has not arrived within
+/// `first_request_timeout` (HTTP/1 or HTTP/2).
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: hyper_util::server::graceful::Watcher,
+    conn_limit: Arc<limits::ConnectionLimit>,
+    first_request_timeout: Duration,
+    stats: Arc<crate::observe::Stats>,
+) {
+    let Some(_slot) = conn_limit.admit().await else {
+        stats.disconnect("connection_limit");
+        tracing::debug!(%peer, max_connections = conn_limit.max(), "connection refused: at the connection limit");
+        return;
+    };
+    let first = limits::FirstRequest::default();
+    let service = {
+        let first = first.clone();
+        tower::ServiceExt::map_request(app, move |r: http::Request<hyper::body::Incoming>| {
+            first.seen();
+            r
+        })
+    };
+    let service = TowerToHyperService::new(service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn.into_owned());
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = &mut conn => r,
+        () = tokio::time::sleep(first_request_timeout) => {
+            if !first.arrived() {
+                stats.disconnect("first_request_timeout");
+                tracing::debug!(%peer, "connection closed: no request within header_read_timeout");
+                return;
+            }
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Resets, broken pipes and slow clients are normal
+        // client behaviour: classified, counted, logged at debug.
+        let cause = disconnect_cause(e.as_ref());
+        stats.disconnect(cause);
+        tracing::debug!(%peer, cause, error = %e, "connection ended with an error");
+    }
 }

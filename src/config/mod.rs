@@ -95,6 +95,15 @@ pub struct ServerConfig {
     /// Longest a client may take to send request headers (slowloris guard). Default 10 s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request body once its headers
+    /// arrived; slower → 408 with a JSON-RPC error, connection closed. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most client connections open at once (HTTP/1 and HTTP/2 alike); at
+    /// the cap a new connection waits up to 1 s for a slot, then is closed.
+    /// Never more than half the soft `RLIMIT_NOFILE` (raised to the hard
+    /// limit at start). Default 1024.
+    pub max_connections: usize,
     /// Most events retained per stream for resume; past it the oldest go. Default 10,000.
     pub stream_max_events: usize,
     /// Most bytes retained per stream for resume; past it the oldest events go. Default 16 MiB.
@@ -508,6 +517,8 @@ impl Default for ServerConfig {
             max_sessions: 10_000,
             max_requests_per_session: 100,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             stream_max_events: 10_000,
             stream_max_bytes: 16 * 1024 * 1024,
             cancel_abandoned_calls: true,

@@ -28,6 +28,13 @@ pub enum DownstreamError {
         /// The configured limit, in bytes.
         limit_bytes: usize,
     },
+    /// The body did not arrive in full within `server.body_read_timeout`
+    /// (408; the connection is closed).
+    #[error("request body not received within {} ms", timeout.as_millis())]
+    BodyTimeout {
+        /// The configured `body_read_timeout`.
+        timeout: std::time::Duration,
+    },
     /// The body could not be read from the connection.
     #[error("body could not be read")]
     BodyRead,
@@ -79,6 +86,7 @@ impl DownstreamError {
             E::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, code::INVALID_REQUEST),
             E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_REQUEST),
             E::BodyRead => (StatusCode::BAD_REQUEST, code::PARSE_ERROR),
+            E::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, code::INVALID_REQUEST),
             E::Parse(p) => (StatusCode::BAD_REQUEST, p.code()),
             E::BatchNotAllowed(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
             E::MissingSession => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
@@ -118,6 +126,13 @@ impl IntoResponse for DownstreamError {
         };
         let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error });
         let mut resp = (status, Json(body)).into_response();
+        if matches!(self, DownstreamError::BodyTimeout { .. }) {
+            // The rest of the body may still be on its way: HTTP/1 cannot
+            // reuse the connection (HTTP/2 drops this header and resets
+            // only the stream).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -98,7 +98,7 @@ pub(super) async fn message(
     let sink = session
         .get_stream()
         .ok_or(DownstreamError::UnknownSession)?;
-    let bytes = read_body(body, &parts.headers, gw.config.server.max_body_bytes).await?;
+    let bytes = read_body(body, &parts.headers, &gw.config.server).await?;
     let messages = match Body::parse(&bytes)? {
         Body::Single(m) => vec![m],
         Body::Batch(ms) => ms,
