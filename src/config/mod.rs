@@ -88,7 +88,10 @@ pub struct ServerConfig {
     /// is ended (an open but silent GET stream does not keep it). Default 30 min.
     #[serde(with = "humantime_serde")]
     pub session_idle_timeout: Duration,
-    /// Most sessions at once; more → 503 with `Retry-After`. Default 10,000.
+    /// Most sessions at once. At the cap a new session takes the place of
+    /// the least recently used idle one (no call in flight, no stream being
+    /// read; it ends as on DELETE); if every session is busy → 503 with
+    /// `Retry-After`. Default 10,000.
     pub max_sessions: usize,
     /// Most requests in flight per session; more → 429 with `Retry-After`. Default 100.
     pub max_requests_per_session: usize,

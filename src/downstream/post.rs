@@ -109,7 +109,7 @@ async fn initialize(
     if gw.is_draining() {
         return Err(DownstreamError::Draining);
     }
-    if gw.sessions.len() >= gw.config.server.max_sessions {
+    if !gw.room_for_session().await {
         return Err(DownstreamError::TooManySessions);
     }
     gw.router.wait_ready().await;
