@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Largest accepted POST body, in bytes. Default 4 MiB; larger → 413.
     pub max_body_bytes: usize,
+    /// Largest `initialize` params a session keeps (capabilities,
+    /// clientInfo), in bytes of JSON. Default 64 KiB; larger → 400 with
+    /// JSON-RPC error -32602 (invalid params).
+    pub max_initialize_bytes: usize,
     /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
@@ -511,6 +515,7 @@ impl Default for ServerConfig {
                 .collect(),
             drain_timeout: Duration::from_secs(10),
             max_body_bytes: 4 * 1024 * 1024,
+            max_initialize_bytes: 64 * 1024,
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),
             resume_window: Duration::from_secs(300),

@@ -109,6 +109,18 @@ async fn initialize(
     if gw.is_draining() {
         return Err(DownstreamError::Draining);
     }
+    // A session keeps its params for its life: bounded well below the body limit.
+    let limit = gw.config.server.max_initialize_bytes;
+    if request
+        .params
+        .as_ref()
+        .is_some_and(|p| p.get().len() > limit)
+    {
+        return Err(DownstreamError::InitializeTooLarge {
+            id: request.id,
+            limit_bytes: limit,
+        });
+    }
     if !gw.room_for_session().await {
         return Err(DownstreamError::TooManySessions);
     }
