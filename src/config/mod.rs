@@ -113,8 +113,15 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most events retained per stream for resume; past it the oldest go. Default 10,000.
     pub stream_max_events: usize,
-    /// Most bytes retained per stream for resume; past it the oldest events go. Default 16 MiB.
+    /// Most bytes retained per stream for resume (event data plus 64 bytes
+    /// per event); past it the oldest events go. Default 16 MiB.
     pub stream_max_bytes: usize,
+    /// Most bytes all streams together retain in this process's memory
+    /// (counted as `stream_max_bytes` is). Over it, streams lose their
+    /// retained events — streams nobody reads first, the one with the
+    /// oldest event first — and a resume of such a stream gets a JSON-RPC
+    /// error event saying its events were lost. Default 128 MiB.
+    pub event_log_max_bytes: usize,
     /// Cancel a call upstream (`notifications/cancelled`) when nobody has
     /// read its stream for `resume_window`. Default true.
     pub cancel_abandoned_calls: bool,
@@ -529,6 +536,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             stream_max_events: 10_000,
             stream_max_bytes: 16 * 1024 * 1024,
+            event_log_max_bytes: 128 * 1024 * 1024,
             cancel_abandoned_calls: true,
             rate_limit_per_session: 0.0,
             rate_limit_burst: 20,
@@ -542,6 +550,7 @@ impl ServerConfig {
         crate::store::StreamLimits {
             max_events: self.stream_max_events,
             max_bytes: self.stream_max_bytes,
+            total_max_bytes: self.event_log_max_bytes,
             delivered_ttl: self.delivered_retention,
         }
     }
