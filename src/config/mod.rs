@@ -113,7 +113,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most events retained per stream for resume; past it the oldest go. Default 10,000.
     pub stream_max_events: usize,
-    /// Most bytes retained per stream for resume (event data plus 64 bytes
+    /// Most bytes retained per stream for resume (event data plus 128 bytes
     /// per event); past it the oldest events go. Default 16 MiB.
     pub stream_max_bytes: usize,
     /// Most bytes all streams together retain in this process's memory

@@ -23,11 +23,12 @@ use tokio::time::Instant;
 
 use super::{Batch, EventLog, StoreError, StreamLimits};
 
-/// Bytes one retained event costs beyond its data: its slot in the
-/// stream's queue (seq, stamp and the `Bytes` handle: 48 bytes) and the
-/// allocator's header of its buffer, rounded up. Counted against both the
-/// per-stream and the global bound.
-pub const EVENT_OVERHEAD: usize = 64;
+/// Bytes one retained event costs beyond its data, rounded up: its slot in
+/// the stream's queue (seq, stamp and the `Bytes` handle: 48 bytes; up to
+/// twice that, as a queue's capacity grows by doubling and does not
+/// shrink) and the allocator's header and rounding of its buffer (16–32
+/// bytes). Counted against both the per-stream and the global bound.
+pub const EVENT_OVERHEAD: usize = 128;
 
 /// An [`EventLog`] in this process's memory.
 pub struct MemoryEventLog {
