@@ -165,7 +165,8 @@ pub async fn run_with_stores(
 /// Serves one accepted connection once it has a slot (see [`limits`]):
 /// closed at once if none comes within [`limits::ADMISSION_WAIT`], and
 /// closed if its first request has not arrived within
-/// `first_request_timeout` (HTTP/1 or HTTP/2).
+/// `first_request_timeout` (HTTP/1 or HTTP/2), or, on HTTP/2, once no
+/// request has been in flight for as long ([`limits::Activity`]).
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: tokio::net::TcpStream,
@@ -182,12 +183,22 @@ async fn serve_connection(
         tracing::debug!(%peer, max_connections = conn_limit.max(), "connection refused: at the connection limit");
         return;
     };
-    let first = limits::FirstRequest::default();
+    let activity = limits::Activity::new();
     let service = {
-        let first = first.clone();
-        tower::ServiceExt::map_request(app, move |r: http::Request<hyper::body::Incoming>| {
-            first.seen();
-            r
+        let activity = activity.clone();
+        tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let guard = activity.begin(req.version() == http::Version::HTTP_2);
+            let app = app.clone();
+            async move {
+                let resp = tower::ServiceExt::oneshot(app, req).await?;
+                // In flight until the response body ends (SSE streams too).
+                Ok::<_, std::convert::Infallible>(resp.map(|body| {
+                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+                        let _in_flight = &guard;
+                        f
+                    }))
+                }))
+            }
         })
     };
     let service = TowerToHyperService::new(service);
@@ -196,13 +207,10 @@ async fn serve_connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = &mut conn => r,
-        () = tokio::time::sleep(first_request_timeout) => {
-            if !first.arrived() {
-                stats.disconnect("first_request_timeout");
-                tracing::debug!(%peer, "connection closed: no request within header_read_timeout");
-                return;
-            }
-            conn.await
+        () = activity.stalled(first_request_timeout) => {
+            stats.disconnect("header_timeout");
+            tracing::debug!(%peer, "connection closed: no request within header_read_timeout (or, HTTP/2, none in flight for as long)");
+            return;
         }
     };
     if let Err(e) = result {

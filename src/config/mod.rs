@@ -99,7 +99,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most requests in flight per session; more → 429 with `Retry-After`. Default 100.
     pub max_requests_per_session: usize,
-    /// Longest a client may take to send request headers (slowloris guard). Default 10 s.
+    /// Longest a client may take to send request headers (slowloris guard),
+    /// and its first request; an HTTP/2 connection with no request in
+    /// flight for this long is closed too. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Longest a client may take to send a request body once its headers

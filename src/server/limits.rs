@@ -9,13 +9,15 @@
 //! request bodies have `server.body_read_timeout`, HTTP/1 headers
 //! `server.header_read_timeout`, and a connection that has not sent its
 //! first request within `header_read_timeout` (HTTP/1 or HTTP/2; nothing
-//! at all, or an HTTP/2 preface without a request) is closed.
+//! at all, or an HTTP/2 preface without a request) is closed, as is an
+//! HTTP/2 connection with no request in flight for as long ([`Activity`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Longest a new connection waits for a slot at the cap before it is closed.
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
@@ -64,20 +66,92 @@ impl ConnectionLimit {
     }
 }
 
-/// Set by a connection's first request: until then the connection is only
-/// given `header_read_timeout` to live.
-#[derive(Clone, Default)]
-pub struct FirstRequest(Arc<AtomicBool>);
+/// What one connection is doing, for its header deadline: until its first
+/// request arrives it has `header_read_timeout` to live (HTTP/1 or 2);
+/// an HTTP/2 connection with no request in flight — a response counts
+/// until its body ends — is closed after `header_read_timeout` too, as a
+/// header block it leaves unfinished is invisible here (the HTTP/2 library
+/// buffers it) and HTTP/2 has no header timeout of its own. (HTTP/1 has
+/// hyper's `header_read_timeout`.)
+pub struct Activity {
+    state: Mutex<ActivityState>,
+    changed: Notify,
+}
 
-impl FirstRequest {
-    /// Notes that a request arrived.
-    pub fn seen(&self) {
-        self.0.store(true, Ordering::Release);
+struct ActivityState {
+    /// A request arrived.
+    seen: bool,
+    /// The connection speaks HTTP/2.
+    h2: bool,
+    /// Requests in flight (until their response bodies end).
+    active: usize,
+    /// Since when none has been (or the connection's start).
+    since: Instant,
+}
+
+/// Held while a request or its response body is in flight.
+pub struct ActiveGuard(Arc<Activity>);
+
+impl Activity {
+    /// A new connection's.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ActivityState {
+                seen: false,
+                h2: false,
+                active: 0,
+                since: Instant::now(),
+            }),
+            changed: Notify::new(),
+        })
     }
 
-    /// Whether a request arrived.
-    pub fn arrived(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    fn lock(&self) -> MutexGuard<'_, ActivityState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request arrived (`h2`: over HTTP/2); in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>, h2: bool) -> ActiveGuard {
+        let mut s = self.lock();
+        s.seen = true;
+        s.h2 |= h2;
+        s.active += 1;
+        drop(s);
+        self.changed.notify_waiters();
+        ActiveGuard(self.clone())
+    }
+
+    /// Resolves when the connection has overstayed `deadline`: no first
+    /// request within it, or (HTTP/2) no request in flight for it.
+    pub async fn stalled(&self, deadline: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let at = {
+                let s = self.lock();
+                (!s.seen || (s.h2 && s.active == 0)).then_some(s.since + deadline)
+            };
+            match at {
+                Some(at) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return,
+                    () = changed => {}
+                },
+                None => changed.await,
+            }
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.active -= 1;
+        if s.active == 0 {
+            s.since = Instant::now();
+        }
+        drop(s);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -159,5 +233,32 @@ mod tests {
         assert!(limit.admit().await.is_none());
         assert_eq!(start.elapsed(), ADMISSION_WAIT);
         drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_stalls_without_a_first_request_or_idle_on_http2() {
+        let d = Duration::from_secs(10);
+        // No request at all.
+        let a = Activity::new();
+        let start = Instant::now();
+        a.stalled(d).await;
+        assert_eq!(start.elapsed(), d);
+        // HTTP/1 after a request: hyper's own timeout, never here.
+        let a = Activity::new();
+        drop(a.begin(false));
+        assert!(tokio::time::timeout(d * 10, a.stalled(d)).await.is_err());
+        // HTTP/2: a request in flight keeps it; idle for `d` after it ends.
+        let a = Activity::new();
+        let guard = a.begin(true);
+        let stalled = {
+            let a = a.clone();
+            tokio::spawn(async move { a.stalled(d).await })
+        };
+        tokio::time::sleep(d * 3).await;
+        assert!(!stalled.is_finished(), "busy, not stalled");
+        drop(guard);
+        let idle_from = Instant::now();
+        stalled.await.unwrap();
+        assert_eq!(idle_from.elapsed(), d);
     }
 }
