@@ -225,16 +225,13 @@ impl MemoryEventLog {
             return;
         };
         let low = budget - budget / 8;
-        let all: Vec<(Arc<str>, Arc<StreamLog>)> = self
-            .lock()
-            .iter()
-            .map(|(id, log)| (id.clone(), log.clone()))
-            .collect();
-        for unread_only in [true, false] {
+        let all: Vec<Arc<StreamLog>> = self.lock().values().cloned().collect();
+        let mut dropped = [0usize; 2];
+        for (phase, unread_only) in [true, false].into_iter().enumerate() {
             let mut oldest: BinaryHeap<Reverse<(u64, usize)>> = all
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (_, log))| {
+                .filter_map(|(i, log)| {
                     let s = log.state();
                     let eligible = !unread_only || s.readers == 0;
                     let front = s.events.front().map(|e| e.stamp)?;
@@ -245,14 +242,20 @@ impl MemoryEventLog {
                 let Some(Reverse((_, i))) = oldest.pop() else {
                     break;
                 };
-                let (id, log) = &all[i];
-                tracing::warn!(stream = %id, unread = unread_only, "event log over server.event_log_max_bytes: a stream's retained events were dropped");
-                self.drop_events(log);
+                self.drop_events(&all[i]);
+                dropped[phase] += 1;
             }
             if self.retained_bytes() <= low {
-                return;
+                break;
             }
         }
+        // One line per pass, not per stream: a flood of streams is one event.
+        tracing::warn!(
+            unread_streams = dropped[0],
+            read_streams = dropped[1],
+            budget_bytes = budget,
+            "event log over server.event_log_max_bytes: streams' retained events dropped (resuming them gets an error)"
+        );
     }
 
     fn get(&self, stream: &str) -> Result<Arc<StreamLog>, StoreError> {
