@@ -187,17 +187,27 @@ async fn serve_connection(
     let service = {
         let activity = activity.clone();
         tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let guard = activity.begin(req.version() == http::Version::HTTP_2);
+            // HTTP/1 needs only the first request noted (hyper times idle
+            // keep-alive connections out itself); HTTP/2 counts requests in
+            // flight until their response bodies end (SSE streams too).
+            let guard = if req.version() == http::Version::HTTP_2 {
+                Some(activity.begin())
+            } else {
+                activity.seen();
+                None
+            };
             let app = app.clone();
             async move {
                 let resp = tower::ServiceExt::oneshot(app, req).await?;
-                // In flight until the response body ends (SSE streams too).
-                Ok::<_, std::convert::Infallible>(resp.map(|body| {
-                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
-                        let _in_flight = &guard;
-                        f
-                    }))
-                }))
+                Ok::<_, std::convert::Infallible>(match guard {
+                    None => resp,
+                    Some(guard) => resp.map(|body| {
+                        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+                            let _in_flight = &guard;
+                            f
+                        }))
+                    }),
+                })
             }
         })
     };

@@ -72,7 +72,8 @@ impl ConnectionLimit {
 /// until its body ends — is closed after `header_read_timeout` too, as a
 /// header block it leaves unfinished is invisible here (the HTTP/2 library
 /// buffers it) and HTTP/2 has no header timeout of its own. (HTTP/1 has
-/// hyper's `header_read_timeout`.)
+/// hyper's `header_read_timeout`, which also ends idle keep-alive
+/// connections: the same rule.)
 pub struct Activity {
     state: Mutex<ActivityState>,
     changed: Notify,
@@ -110,11 +111,22 @@ impl Activity {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A request arrived (`h2`: over HTTP/2); in flight until the guard drops.
-    pub fn begin(self: &Arc<Self>, h2: bool) -> ActiveGuard {
+    /// An HTTP/1 request arrived: the first-request deadline is met (idle
+    /// HTTP/1 connections are hyper's to time out).
+    pub fn seen(&self) {
+        let mut s = self.lock();
+        if !s.seen {
+            s.seen = true;
+            drop(s);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// An HTTP/2 request arrived; in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
         let mut s = self.lock();
         s.seen = true;
-        s.h2 |= h2;
+        s.h2 = true;
         s.active += 1;
         drop(s);
         self.changed.notify_waiters();
@@ -245,11 +257,11 @@ mod tests {
         assert_eq!(start.elapsed(), d);
         // HTTP/1 after a request: hyper's own timeout, never here.
         let a = Activity::new();
-        drop(a.begin(false));
+        a.seen();
         assert!(tokio::time::timeout(d * 10, a.stalled(d)).await.is_err());
         // HTTP/2: a request in flight keeps it; idle for `d` after it ends.
         let a = Activity::new();
-        let guard = a.begin(true);
+        let guard = a.begin();
         let stalled = {
             let a = a.clone();
             tokio::spawn(async move { a.stalled(d).await })
