@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::downstream::{Readers, Sessions};
+use crate::downstream::{Readers, Session, Sessions};
 use crate::observe::Stats;
 use crate::router::Router;
 use crate::store::{EventLog, SessionStore, Stores};
@@ -56,6 +56,20 @@ pub struct Gateway {
     pub streams_closing: CancellationToken,
     stop_upstreams: CancellationToken,
     supervisors: TaskTracker,
+}
+
+/// Why a session ends (see [`Gateway::end_session`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client sent `DELETE`.
+    Deleted,
+    /// Nothing flowed for `session_idle_timeout`.
+    Expired,
+    /// The table was full and it was the least recently used idle session
+    /// (`max_sessions`).
+    Evicted,
+    /// A 2024-11-05 client left its only stream.
+    StreamClosed,
 }
 
 impl Gateway {
@@ -133,6 +147,71 @@ impl Gateway {
         self.draining.cancel();
     }
 
+    /// Ends `session` — the one path for DELETE, idle expiry, eviction and
+    /// a closed 2024-11-05 stream: it leaves the table (its streams close),
+    /// its calls are cancelled upstream, and its record is removed from
+    /// the session store (expiry only releases it here: in a shared store
+    /// the record's own TTL ends it); except on expiry (the sweep drops
+    /// those in one pass), its streams leave the event log now. Later use
+    /// of its id gets 404.
+    ///
+    /// # Errors
+    /// The session store's error (the session has ended here regardless).
+    pub async fn end_session(
+        &self,
+        session: &Arc<Session>,
+        why: SessionEnd,
+    ) -> Result<(), crate::store::StoreError> {
+        self.sessions.remove_this(session);
+        match why {
+            SessionEnd::Deleted => tracing::info!(session = %session.id, "session ended by client"),
+            SessionEnd::Expired => {
+                tracing::info!(session = %session.id, "session expired after being idle");
+                self.stats.add("sessions", "expired");
+                crate::observe::metrics::session_expired();
+            }
+            SessionEnd::Evicted => {
+                tracing::info!(session = %session.id, "session evicted: the session table is full and it was the least recently used idle one");
+                self.stats.add("sessions", "evicted");
+            }
+            SessionEnd::StreamClosed => {
+                tracing::info!(session = %session.id, "2024-11-05 SSE session ended");
+            }
+        }
+        self.router.end_session(session).await;
+        let stored = match why {
+            SessionEnd::Expired => self.session_store.idle_here(&session.id).await,
+            _ => self.session_store.remove(&session.id).await,
+        };
+        if why != SessionEnd::Expired {
+            let ended = std::slice::from_ref(&session.id);
+            self.log
+                .expire(self.config.server.resume_window, ended)
+                .await;
+        }
+        stored
+    }
+
+    /// Makes room for one more session: below `max_sessions` at once; at
+    /// it, by ending the least recently used idle session (no call in
+    /// flight, no stream being read). False if every session is busy.
+    pub async fn room_for_session(&self) -> bool {
+        if self.sessions.len() < self.config.server.max_sessions {
+            return true;
+        }
+        let busy = |s: &Session| {
+            s.get_stream()
+                .is_some_and(|g| self.readers.is_read(&g.stream))
+        };
+        let Some(evicted) = self.sessions.evict_idle(busy) else {
+            return false;
+        };
+        if let Err(e) = self.end_session(&evicted, SessionEnd::Evicted).await {
+            tracing::debug!(session = %evicted.id, error = %e, "could not remove an evicted session's record");
+        }
+        true
+    }
+
     /// Ends every open SSE GET stream (each gets a `retry:` hint first).
     pub fn close_streams(&self) {
         self.streams_closing.cancel();
@@ -183,11 +262,7 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
             .remove_idle(gw.config.server.session_idle_timeout);
         let mut ended = Vec::with_capacity(idle.len());
         for s in idle {
-            tracing::info!(session = %s.id, "session expired after being idle");
-            gw.stats.add("sessions", "expired");
-            crate::observe::metrics::session_expired();
-            gw.router.end_session(&s).await;
-            let _ = gw.session_store.idle_here(&s.id).await;
+            let _ = gw.end_session(&s, SessionEnd::Expired).await;
             ended.push(s.id.clone());
         }
         if gw.config.server.cancel_abandoned_calls {

@@ -266,7 +266,11 @@ impl Message {
             },
         };
         // Serializing borrowed raw values and strings cannot fail.
-        Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
+        let mut v = serde_json::to_vec(&out).unwrap_or_default();
+        // The buffer grew by doubling: without this a retained message
+        // (the event log keeps them for resume) holds up to twice its size.
+        v.shrink_to_fit();
+        Bytes::from(v)
     }
 
     /// The method name, for requests and notifications.

@@ -9,6 +9,8 @@
 //! after their current response → upstreams close (children: stdin-close →
 //! SIGTERM → SIGKILL). A forced shutdown skips the waiting.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,6 +25,8 @@ use crate::gateway::Gateway;
 use crate::observe::disconnect_cause;
 use crate::shutdown::Shutdown;
 use crate::store::Stores;
+
+pub mod limits;
 
 /// After calls finish, how long open connections get to flush and close.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -72,6 +76,16 @@ pub async fn run_with_stores(
     tracing::info!(%addr, path = %gw.config.server.path, upstreams = gw.router.upstreams().len(), "ballast listening");
     crate::config::warn_if_exposed(&addr);
     let app = downstream::routes(gw.clone());
+    let nofile = limits::raise_nofile_limit();
+    let conn_limit = Arc::new(limits::ConnectionLimit::new(
+        limits::effective_max_connections(gw.config.server.max_connections, nofile),
+    ));
+    tracing::debug!(
+        max_connections = conn_limit.max(),
+        nofile,
+        "connection limit"
+    );
+    let first_request_timeout = gw.config.server.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -85,6 +99,7 @@ pub async fn run_with_stores(
         let graceful = &graceful;
         let app = app.clone();
         let stats = gw.stats.clone();
+        let conn_limit = conn_limit.clone();
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -100,19 +115,16 @@ pub async fn run_with_stores(
                     () = stop.cancelled() => return,
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        // Resets, broken pipes and slow clients are normal
-                        // client behaviour: classified, counted, logged at debug.
-                        let cause = disconnect_cause(e.as_ref());
-                        stats.disconnect(cause);
-                        tracing::debug!(%peer, cause, error = %e, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    app.clone(),
+                    builder.clone(),
+                    graceful.watcher(),
+                    conn_limit.clone(),
+                    first_request_timeout,
+                    stats.clone(),
+                ));
             }
         }
     };
@@ -153,4 +165,74 @@ pub async fn run_with_stores(
     }
     tracing::info!("drain complete");
     Ok(())
+}
+
+/// Serves one accepted connection once it has a slot (see [`limits`]):
+/// closed at once if none comes within [`limits::ADMISSION_WAIT`], and
+/// closed if its first request has not arrived within
+/// `first_request_timeout` (HTTP/1 or HTTP/2), or, on HTTP/2, once no
+/// request has been in flight for as long ([`limits::Activity`]).
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: hyper_util::server::graceful::Watcher,
+    conn_limit: Arc<limits::ConnectionLimit>,
+    first_request_timeout: Duration,
+    stats: Arc<crate::observe::Stats>,
+) {
+    let Some(_slot) = conn_limit.admit().await else {
+        stats.disconnect("connection_limit");
+        tracing::debug!(%peer, max_connections = conn_limit.max(), "connection refused: at the connection limit");
+        return;
+    };
+    let activity = limits::Activity::new();
+    let service = {
+        let activity = activity.clone();
+        tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            // HTTP/1 needs only the first request noted (hyper times idle
+            // keep-alive connections out itself); HTTP/2 counts requests in
+            // flight until their response bodies end (SSE streams too).
+            let guard = if req.version() == http::Version::HTTP_2 {
+                Some(activity.begin())
+            } else {
+                activity.seen();
+                None
+            };
+            let app = app.clone();
+            async move {
+                let resp = tower::ServiceExt::oneshot(app, req).await?;
+                Ok::<_, std::convert::Infallible>(match guard {
+                    None => resp,
+                    Some(guard) => resp.map(|body| {
+                        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+                            let _in_flight = &guard;
+                            f
+                        }))
+                    }),
+                })
+            }
+        })
+    };
+    let service = TowerToHyperService::new(service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn.into_owned());
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = &mut conn => r,
+        () = activity.stalled(first_request_timeout) => {
+            stats.disconnect("header_timeout");
+            tracing::debug!(%peer, "connection closed: no request within header_read_timeout (or, HTTP/2, none in flight for as long)");
+            return;
+        }
+    };
+    if let Err(e) = result {
+        // Resets, broken pipes and slow clients are normal
+        // client behaviour: classified, counted, logged at debug.
+        let cause = disconnect_cause(e.as_ref());
+        stats.disconnect(cause);
+        tracing::debug!(%peer, cause, error = %e, "connection ended with an error");
+    }
 }

@@ -206,16 +206,16 @@ async fn session_and_request_limits_answer_with_retry_after() {
     config.server.max_requests_per_session = 1;
     let gw = TestGateway::start(config).await;
     let c = McpClient::connect(&gw.url).await;
+    let slow = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": { "name": "sleep", "arguments": { "ms": 300 } } });
+    let mut first = raw_events(c.post(&slow).await);
+    let _ = first.next().await; // in flight now: the only session is busy
     let second = McpClient::new(&gw.url)
         .post(&json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize",
                        "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "t", "version": "0" } } }))
         .await;
     assert_eq!(second.status(), 503);
     assert!(second.headers().contains_key("retry-after"));
-    let slow = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": { "name": "sleep", "arguments": { "ms": 300 } } });
-    let mut first = raw_events(c.post(&slow).await);
-    let _ = first.next().await; // in flight now
     let r = c
         .post(&json!({ "jsonrpc": "2.0", "id": 2, "method": "ping" }))
         .await;

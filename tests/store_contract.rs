@@ -21,6 +21,7 @@ use support::redis::{RedisCluster, RedisServer};
 const LIMITS: StreamLimits = StreamLimits {
     max_events: 4,
     max_bytes: 1024,
+    total_max_bytes: 1 << 30,
     delivered_ttl: Duration::from_millis(100),
 };
 const WINDOW: Duration = Duration::from_millis(300);

@@ -93,6 +93,14 @@ pub(super) fn validate(config: &Config, src: &str, path: &Path) -> Result<(), Co
             "must start with '/'",
         ));
     }
+    if config.server.max_connections == 0 {
+        return Err(invalid_field(
+            src,
+            path,
+            "server.max_connections",
+            "must be at least 1",
+        ));
+    }
     let store = &config.store;
     if store.kind == super::StoreKind::Redis {
         if let Err(bad) = crate::store::redis::Target::parse(&store.url) {

@@ -71,6 +71,10 @@ pub struct ServerConfig {
     pub drain_linger: Duration,
     /// Largest accepted POST body, in bytes. Default 4 MiB; larger → 413.
     pub max_body_bytes: usize,
+    /// Largest `initialize` params a session keeps (capabilities,
+    /// clientInfo), in bytes of JSON. Default 64 KiB; larger → 400 with
+    /// JSON-RPC error -32602 (invalid params).
+    pub max_initialize_bytes: usize,
     /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
@@ -97,17 +101,38 @@ pub struct ServerConfig {
     /// is ended (an open but silent GET stream does not keep it). Default 30 min.
     #[serde(with = "humantime_serde")]
     pub session_idle_timeout: Duration,
-    /// Most sessions at once; more → 503 with `Retry-After`. Default 10,000.
+    /// Most sessions at once. At the cap a new session takes the place of
+    /// the least recently used idle one (no call in flight, no stream being
+    /// read; it ends as on DELETE); if every session is busy → 503 with
+    /// `Retry-After`. Default 10,000.
     pub max_sessions: usize,
     /// Most requests in flight per session; more → 429 with `Retry-After`. Default 100.
     pub max_requests_per_session: usize,
-    /// Longest a client may take to send request headers (slowloris guard). Default 10 s.
+    /// Longest a client may take to send request headers (slowloris guard),
+    /// and its first request; an HTTP/2 connection with no request in
+    /// flight for this long is closed too. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request body once its headers
+    /// arrived; slower → 408 with a JSON-RPC error, connection closed. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most client connections open at once (HTTP/1 and HTTP/2 alike); at
+    /// the cap a new connection waits up to 1 s for a slot, then is closed.
+    /// Never more than half the soft `RLIMIT_NOFILE` (raised to the hard
+    /// limit at start). Default 1024.
+    pub max_connections: usize,
     /// Most events retained per stream for resume; past it the oldest go. Default 10,000.
     pub stream_max_events: usize,
-    /// Most bytes retained per stream for resume; past it the oldest events go. Default 16 MiB.
+    /// Most bytes retained per stream for resume (event data plus 128 bytes
+    /// per event); past it the oldest events go. Default 16 MiB.
     pub stream_max_bytes: usize,
+    /// Most bytes all streams together retain in this process's memory
+    /// (counted as `stream_max_bytes` is). Over it, streams lose their
+    /// retained events — streams nobody reads first, the one with the
+    /// oldest event first — and a resume of such a stream gets a JSON-RPC
+    /// error event saying its events were lost. Default 128 MiB.
+    pub event_log_max_bytes: usize,
     /// Cancel a call upstream (`notifications/cancelled`) when nobody has
     /// read its stream for `resume_window`. Default true.
     pub cancel_abandoned_calls: bool,
@@ -523,6 +548,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(10),
             drain_linger: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
+            max_initialize_bytes: 64 * 1024,
             keepalive_interval: Duration::from_secs(15),
             startup_wait: Duration::from_secs(10),
             resume_window: Duration::from_secs(300),
@@ -532,8 +558,11 @@ impl Default for ServerConfig {
             max_sessions: 10_000,
             max_requests_per_session: 100,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             stream_max_events: 10_000,
             stream_max_bytes: 16 * 1024 * 1024,
+            event_log_max_bytes: 128 * 1024 * 1024,
             cancel_abandoned_calls: true,
             rate_limit_per_session: 0.0,
             rate_limit_burst: 20,
@@ -547,6 +576,7 @@ impl ServerConfig {
         crate::store::StreamLimits {
             max_events: self.stream_max_events,
             max_bytes: self.stream_max_bytes,
+            total_max_bytes: self.event_log_max_bytes,
             delivered_ttl: self.delivered_retention,
         }
     }

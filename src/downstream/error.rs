@@ -28,6 +28,22 @@ pub enum DownstreamError {
         /// The configured limit, in bytes.
         limit_bytes: usize,
     },
+    /// The body did not arrive in full within `server.body_read_timeout`
+    /// (408; the connection is closed).
+    #[error("request body not received within {} ms", timeout.as_millis())]
+    BodyTimeout {
+        /// The configured `body_read_timeout`.
+        timeout: std::time::Duration,
+    },
+    /// `initialize` params over `server.max_initialize_bytes` (400, JSON-RPC
+    /// -32602 invalid params: they are what a session keeps).
+    #[error("initialize params exceed {limit_bytes} bytes (server.max_initialize_bytes)")]
+    InitializeTooLarge {
+        /// The `initialize` request's id.
+        id: RequestId,
+        /// The configured limit, in bytes.
+        limit_bytes: usize,
+    },
     /// The body could not be read from the connection.
     #[error("body could not be read")]
     BodyRead,
@@ -84,6 +100,8 @@ impl DownstreamError {
             E::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, code::INVALID_REQUEST),
             E::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_REQUEST),
             E::BodyRead => (StatusCode::BAD_REQUEST, code::PARSE_ERROR),
+            E::InitializeTooLarge { .. } => (StatusCode::BAD_REQUEST, code::INVALID_PARAMS),
+            E::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, code::INVALID_REQUEST),
             E::Parse(p) => (StatusCode::BAD_REQUEST, p.code()),
             E::BatchNotAllowed(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
             E::MissingSession | E::MissingSessionQuery => {
@@ -106,10 +124,14 @@ impl IntoResponse for DownstreamError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let id = match &self {
-            DownstreamError::DuplicateRequestId(id) => Some(id.clone()),
+            DownstreamError::DuplicateRequestId(id)
+            | DownstreamError::InitializeTooLarge { id, .. } => Some(id.clone()),
             _ => None,
         };
         let mut error = ErrorObject::new(code, self.to_string());
+        if let DownstreamError::InitializeTooLarge { limit_bytes, .. } = &self {
+            error.data = Some(serde_json::json!({ "max_initialize_bytes": limit_bytes }));
+        }
         let retry_after_secs = match &self {
             DownstreamError::RateLimited { retry_after } => {
                 let ms = u64::try_from(retry_after.as_millis())
@@ -125,6 +147,13 @@ impl IntoResponse for DownstreamError {
         };
         let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error });
         let mut resp = (status, Json(body)).into_response();
+        if matches!(self, DownstreamError::BodyTimeout { .. }) {
+            // The rest of the body may still be on its way: HTTP/1 cannot
+            // reuse the connection (HTTP/2 drops this header and resets
+            // only the stream).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -75,11 +75,7 @@ pub(super) async fn delete(
 ) -> Result<Response, DownstreamError> {
     guard::check_host_and_origin(&headers, uri.authority(), &gw.config.server)?;
     let session = super::session_of(&gw, &headers).await?;
-    gw.sessions.remove(&session.id);
-    gw.session_store.remove(&session.id).await?;
-    gw.router.end_session(&session).await;
-    let ended = std::slice::from_ref(&session.id);
-    gw.log.expire(gw.config.server.resume_window, ended).await;
-    tracing::info!(session = %session.id, "session ended by client");
+    gw.end_session(&session, crate::gateway::SessionEnd::Deleted)
+        .await?;
     Ok(StatusCode::OK.into_response())
 }

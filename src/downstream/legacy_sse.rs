@@ -49,7 +49,7 @@ pub(super) async fn open(
     if gw.is_draining() {
         return Err(DownstreamError::Draining);
     }
-    if gw.sessions.len() >= gw.config.server.max_sessions {
+    if !gw.room_for_session().await {
         return Err(DownstreamError::TooManySessions);
     }
     let session = Arc::new(Session::new(VERSION, None));
@@ -69,12 +69,10 @@ pub(super) async fn open(
     spec.on_close = Some(Box::new(move || {
         // The client left its only stream: the session is over.
         tokio::spawn(async move {
-            if let Some(s) = gw2.sessions.remove(&id) {
-                gw2.router.end_session(&s).await;
-                gw2.log
-                    .expire(gw2.config.server.resume_window, std::slice::from_ref(&s.id))
+            if let Some(s) = gw2.sessions.get(&id) {
+                let _ = gw2
+                    .end_session(&s, crate::gateway::SessionEnd::StreamClosed)
                     .await;
-                tracing::info!(session = %s.id, "2024-11-05 SSE session ended");
             }
         });
     }));
@@ -98,7 +96,7 @@ pub(super) async fn message(
     let sink = session
         .get_stream()
         .ok_or(DownstreamError::UnknownSession)?;
-    let bytes = read_body(body, &parts.headers, gw.config.server.max_body_bytes).await?;
+    let bytes = read_body(body, &parts.headers, &gw.config.server).await?;
     let messages = match Body::parse(&bytes)? {
         Body::Single(m) => vec![m],
         Body::Batch(ms) => ms,

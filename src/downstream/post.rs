@@ -45,7 +45,7 @@ async fn handle(
             "application/json or text/event-stream",
         ));
     }
-    let bytes = read_body(body, &parts.headers, cfg.max_body_bytes).await?;
+    let bytes = read_body(body, &parts.headers, cfg).await?;
     match Body::parse(&bytes)? {
         Body::Single(Message::Request(r)) if r.method == method::INITIALIZE => {
             initialize(&gw, r, accepts).await
@@ -66,12 +66,14 @@ async fn handle(
     }
 }
 
-/// Reads the body, refusing more than `limit` bytes (413).
+/// Reads the body, refusing more than `max_body_bytes` (413) and a body
+/// not complete within `body_read_timeout` (408, connection closed).
 pub(super) async fn read_body(
     body: HttpBody,
     headers: &HeaderMap,
-    limit: usize,
+    cfg: &crate::config::ServerConfig,
 ) -> Result<Bytes, DownstreamError> {
+    let limit = cfg.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -80,7 +82,13 @@ pub(super) async fn read_body(
         return Err(DownstreamError::PayloadTooLarge { limit_bytes: limit });
     }
     let limited = http_body_util::Limited::new(body, limit);
-    match http_body_util::BodyExt::collect(limited).await {
+    let collect = http_body_util::BodyExt::collect(limited);
+    let Ok(collected) = tokio::time::timeout(cfg.body_read_timeout, collect).await else {
+        return Err(DownstreamError::BodyTimeout {
+            timeout: cfg.body_read_timeout,
+        });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -101,7 +109,19 @@ async fn initialize(
     if gw.is_draining() {
         return Err(DownstreamError::Draining);
     }
-    if gw.sessions.len() >= gw.config.server.max_sessions {
+    // A session keeps its params for its life: bounded well below the body limit.
+    let limit = gw.config.server.max_initialize_bytes;
+    if request
+        .params
+        .as_ref()
+        .is_some_and(|p| p.get().len() > limit)
+    {
+        return Err(DownstreamError::InitializeTooLarge {
+            id: request.id,
+            limit_bytes: limit,
+        });
+    }
+    if !gw.room_for_session().await {
         return Err(DownstreamError::TooManySessions);
     }
     gw.router.wait_ready().await;

@@ -50,6 +50,11 @@ impl Readers {
         }
     }
 
+    /// Whether a response is reading `stream` now.
+    pub fn is_read(&self, stream: &str) -> bool {
+        self.lock().get(stream).is_some_and(|w| w.readers > 0)
+    }
+
     /// Forgets streams nobody reads whose call is over (not in `running`).
     pub fn prune(&self, running: &std::collections::HashSet<Arc<str>>) {
         self.lock()

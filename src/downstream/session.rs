@@ -1,7 +1,7 @@
 //! Downstream sessions of the legacy era (T25 "Session Management",
 //! SPEC.md 9–13): one per `initialize`, identified by `Mcp-Session-Id`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -252,21 +252,64 @@ impl Session {
     }
 }
 
-/// All live sessions of this gateway.
+/// Most entries one eviction looks at (from the least recently used end)
+/// before it gives up: sessions found busy move to the back, so the work
+/// per `initialize` is bounded whatever the table holds.
+const EVICTION_PROBES: usize = 64;
+
+/// All live sessions of this gateway, with their order of last use (for
+/// eviction when the table is full).
 #[derive(Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    table: Mutex<Table>,
+}
+
+/// The sessions by id, and the same ids ordered by a lower bound of their
+/// last activity: an entry's key is its `last_active` when it was last
+/// placed, and is corrected lazily (an eviction that finds a session
+/// touched since moves it back), so `touch` stays a plain store.
+#[derive(Default)]
+struct Table {
+    map: HashMap<Arc<str>, (Arc<Session>, OrderKey)>,
+    order: BTreeMap<OrderKey, Arc<str>>,
+    next: u64,
+}
+
+/// (last activity, insertion counter): unique, ordered by time first.
+type OrderKey = (Instant, u64);
+
+impl Table {
+    fn key(&mut self, at: Instant) -> OrderKey {
+        self.next += 1;
+        (at, self.next)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let (s, key) = self.map.remove(id)?;
+        self.order.remove(&key);
+        Some(s)
+    }
+}
+
+impl Session {
+    fn last_active(&self) -> Instant {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Sessions {
-    /// Adds a session.
+    /// Adds a session (replacing one with the same id).
     pub fn insert(&self, session: Arc<Session>) {
-        self.lock().insert(session.id.clone(), session);
+        let mut t = self.lock();
+        t.remove(&session.id);
+        let key = t.key(session.last_active());
+        t.order.insert(key, session.id.clone());
+        t.map.insert(session.id.clone(), (session, key));
     }
 
     /// Looks a session up by id.
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.lock().get(id).cloned()
+        self.lock().map.get(id).map(|(s, _)| s.clone())
     }
 
     /// Removes a session and closes its streams.
@@ -278,15 +321,72 @@ impl Sessions {
         s
     }
 
+    /// Removes `session` itself (not another session object with its id,
+    /// e.g. one loaded again from a shared store) and closes its streams.
+    pub fn remove_this(&self, session: &Arc<Session>) {
+        let mut t = self.lock();
+        if t.map
+            .get(&session.id)
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, session))
+        {
+            t.remove(&session.id);
+        }
+        drop(t);
+        session.closed.cancel();
+    }
+
+    /// Removes the least recently used idle session — no request in flight
+    /// and not `busy` (e.g. a stream of it being read) — and closes its
+    /// streams; returns it, for the caller to end. `None` if none of the
+    /// [`EVICTION_PROBES`] least recently used is idle. Amortized
+    /// O(log n): a probe either evicts, or moves a session touched since
+    /// its last placement (paid for by that touch), or moves one of at
+    /// most `EVICTION_PROBES` busy sessions to the back.
+    pub fn evict_idle(&self, busy: impl Fn(&Session) -> bool) -> Option<Arc<Session>> {
+        let now = Instant::now();
+        let mut t = self.lock();
+        let mut probes = 0;
+        while probes < EVICTION_PROBES {
+            let (key, id) = t.order.pop_first()?;
+            let Some(session) = t.map.get(&id).map(|(s, _)| s.clone()) else {
+                continue;
+            };
+            let last = session.last_active();
+            let moved_to = if last > key.0 {
+                // Used since it was placed: back in at its real position.
+                Some(last)
+            } else if !session.lock_in_flight().is_empty() || busy(&session) {
+                probes += 1;
+                Some(now)
+            } else {
+                None
+            };
+            match moved_to {
+                Some(at) => {
+                    let key = t.key(at);
+                    t.order.insert(key, id.clone());
+                    if let Some(entry) = t.map.get_mut(&id) {
+                        entry.1 = key;
+                    }
+                }
+                None => {
+                    t.map.remove(&id);
+                    drop(t);
+                    session.closed.cancel();
+                    return Some(session);
+                }
+            }
+        }
+        None
+    }
+
     /// Ids of the sessions with a request in flight or any activity since `since`.
     pub fn active_since(&self, since: Instant) -> Vec<Arc<str>> {
         self.lock()
+            .map
             .values()
-            .filter(|s| {
-                let last = *s.last_active.lock().unwrap_or_else(|p| p.into_inner());
-                last >= since || !s.lock_in_flight().is_empty()
-            })
-            .map(|s| s.id.clone())
+            .filter(|(s, _)| s.last_active() >= since || !s.lock_in_flight().is_empty())
+            .map(|(s, _)| s.id.clone())
             .collect()
     }
 
@@ -294,13 +394,15 @@ impl Sessions {
     /// closes its streams; returns them.
     pub fn remove_idle(&self, idle: std::time::Duration) -> Vec<Arc<Session>> {
         let now = Instant::now();
-        let mut map = self.lock();
-        let ids: Vec<Arc<str>> = map
+        let mut t = self.lock();
+        let ids: Vec<Arc<str>> = t
+            .map
             .values()
-            .filter(|s| s.is_idle(idle, now))
-            .map(|s| s.id.clone())
+            .filter(|(s, _)| s.is_idle(idle, now))
+            .map(|(s, _)| s.id.clone())
             .collect();
-        let removed: Vec<Arc<Session>> = ids.iter().filter_map(|id| map.remove(id)).collect();
+        let removed: Vec<Arc<Session>> = ids.iter().filter_map(|id| t.remove(id)).collect();
+        drop(t);
         for s in &removed {
             s.closed.cancel();
         }
@@ -309,12 +411,12 @@ impl Sessions {
 
     /// A snapshot of all sessions.
     pub fn all(&self) -> Vec<Arc<Session>> {
-        self.lock().values().cloned().collect()
+        self.lock().map.values().map(|(s, _)| s.clone()).collect()
     }
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether there are no sessions.
@@ -322,7 +424,58 @@ impl Sessions {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn table(n: usize) -> (Sessions, Vec<Arc<Session>>) {
+        let t = Sessions::default();
+        let all: Vec<_> = (0..n)
+            .map(|_| Arc::new(Session::new("2025-11-25", None)))
+            .collect();
+        for s in &all {
+            t.insert(s.clone());
+        }
+        (t, all)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eviction_takes_the_least_recently_used_idle_session() {
+        let (t, s) = table(4);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s[0].touch(); // now the most recently used
+        s[1].begin(&RequestId::Number(1), 10).unwrap(); // busy: a call in flight
+        let busy_stream = s[2].id.clone(); // busy: a stream being read
+        let busy = |x: &Session| x.id == busy_stream;
+        let evicted = t.evict_idle(busy).expect("an idle one");
+        assert!(Arc::ptr_eq(&evicted, &s[3]), "the LRU idle session");
+        assert!(evicted.closed.is_cancelled());
+        assert!(Arc::ptr_eq(&t.evict_idle(busy).unwrap(), &s[0]));
+        assert!(t.evict_idle(busy).is_none(), "only busy ones left");
+        assert_eq!(t.len(), 2);
+        s[1].end(&RequestId::Number(1));
+        assert!(Arc::ptr_eq(&t.evict_idle(busy).unwrap(), &s[1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_eviction_looks_at_a_bounded_number_of_busy_sessions() {
+        let (t, s) = table(EVICTION_PROBES + 1);
+        // Every session but the most recent one is busy.
+        for x in &s[..EVICTION_PROBES] {
+            x.begin(&RequestId::Number(1), 10).unwrap();
+        }
+        assert!(
+            t.evict_idle(|_| false).is_none(),
+            "gave up after the probes"
+        );
+        // The busy ones went to the back: the next one finds the idle one.
+        let last = &s[EVICTION_PROBES];
+        assert!(Arc::ptr_eq(&t.evict_idle(|_| false).unwrap(), last));
     }
 }

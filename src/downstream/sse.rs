@@ -90,6 +90,8 @@ struct State {
 /// stream itself lives on in the log, ready for a resume.
 struct AbandonGuard {
     stats: Arc<Stats>,
+    /// Told while this response reads the stream ([`EventLog::reader`]).
+    log: Arc<dyn EventLog>,
     stream: Arc<str>,
     done: bool,
     on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
@@ -104,6 +106,7 @@ impl AbandonGuard {
 
 impl Drop for AbandonGuard {
     fn drop(&mut self) {
+        self.log.reader(&self.stream, false);
         if !self.done {
             self.stats.disconnect("stream_abandoned");
             tracing::debug!(stream = %self.stream, "client left an SSE stream; it stays resumable");
@@ -129,8 +132,10 @@ pub(super) fn response(mut spec: ReadSpec) -> Response {
         };
         bytes::Bytes::from(format!("id: {id}\ndata: \n\n"))
     });
+    spec.log.reader(&spec.stream, true);
     let guard = AbandonGuard {
         stats: spec.stats.clone(),
+        log: spec.log.clone(),
         stream: spec.stream.clone(),
         done: false,
         on_close: spec.on_close.take(),
@@ -223,6 +228,16 @@ fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event,
                     st.done = true;
                     return Some((Ok(Event::default().retry(RETRY_AFTER_CLOSE)), (st, guard)));
                 }
+                Err(crate::store::StoreError::EventsLost) => {
+                    // Dropped for the event log's global budget: say so
+                    // (README "Resumption"), no id to resume from.
+                    st.done = true;
+                    let lost = events_lost(&st.spec.stream);
+                    return Some((
+                        Ok(Event::default().event("message").data(lost)),
+                        (st, guard),
+                    ));
+                }
                 Err(crate::store::StoreError::UnknownStream) => {
                     // The stream expired or its session ended.
                     guard.complete();
@@ -231,6 +246,22 @@ fn events(state: State, guard: AbandonGuard) -> impl Stream<Item = Result<Event,
             }
         }
     })
+}
+
+/// The JSON-RPC error event that ends a stream whose events were dropped
+/// for `server.event_log_max_bytes`: id null (the stream does not know its
+/// request), code -32603, `data.reason = "events_lost"`.
+fn events_lost(stream: &str) -> String {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": crate::jsonrpc::code::INTERNAL_ERROR,
+            "message": "this stream's events were dropped to keep the gateway within server.event_log_max_bytes; they cannot be delivered (send the request again if its answer is still needed)",
+            "data": { "reason": "events_lost", "stream": stream },
+        },
+    })
+    .to_string()
 }
 
 /// Resolves when any token is cancelled (never, for none).

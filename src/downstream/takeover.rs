@@ -39,7 +39,7 @@ pub(super) fn watch(gw: Arc<Gateway>, session: Arc<Session>, stream: Arc<str>) {
             }
             match gw.log.read(&stream, u64::MAX, Duration::ZERO).await {
                 Ok(batch) if batch.finished => return,
-                Err(StoreError::UnknownStream) => return,
+                Err(StoreError::UnknownStream | StoreError::EventsLost) => return,
                 _ => {}
             }
             if let Ok(Some(orphan)) = gw.log.claim_orphan(&stream).await {

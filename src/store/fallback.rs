@@ -274,6 +274,10 @@ impl EventLog for FallbackEventLog {
         Box::pin(self.push(stream, data, true))
     }
 
+    fn reader(&self, stream: &str, attached: bool) {
+        self.memory.reader(stream, attached);
+    }
+
     fn delivered(&self, stream: &str) {
         // Both copies go early, as in memory alone.
         self.memory.delivered(stream);
@@ -311,6 +315,9 @@ impl EventLog for FallbackEventLog {
         Box::pin(async move {
             match self.memory.read(stream, after, wait).await {
                 Err(StoreError::UnknownStream) => {}
+                // The mirror gave its copy up for the memory budget; Redis
+                // still has the events unless the stream lived only here.
+                Err(StoreError::EventsLost) if !self.is_memory_only(stream) => {}
                 held_here => return held_here,
             }
             match self.redis.read(stream, after, wait).await {

@@ -1,7 +1,18 @@
 //! The in-memory [`EventLog`]: the embedded default. Durable for the life of
 //! the process; readers waiting for new events are woken by a `Notify`.
+//!
+//! Bounded twice: per stream by [`StreamLimits`] (the oldest events go),
+//! and all streams together by [`StreamLimits::total_max_bytes`]: over it,
+//! whole streams lose their events, oldest first event first — streams
+//! nobody reads before streams being read — down to 7/8 of the budget; a
+//! stream that lost events is marked so, and reading it fails with
+//! [`StoreError::EventsLost`] (its client learns the events are gone
+//! instead of silently missing them). Sizes count what is held: each
+//! event's data plus [`EVENT_OVERHEAD`].
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,10 +23,23 @@ use tokio::time::Instant;
 
 use super::{Batch, EventLog, StoreError, StreamLimits};
 
+/// Bytes one retained event costs beyond its data, rounded up: its slot in
+/// the stream's queue (seq, stamp and the `Bytes` handle: 48 bytes; up to
+/// twice that, as a queue's capacity grows by doubling and does not
+/// shrink) and the allocator's header and rounding of its buffer (16–32
+/// bytes). Counted against both the per-stream and the global bound.
+pub const EVENT_OVERHEAD: usize = 128;
+
 /// An [`EventLog`] in this process's memory.
 pub struct MemoryEventLog {
     streams: Mutex<HashMap<Arc<str>, Arc<StreamLog>>>,
     limits: StreamLimits,
+    /// Bytes held by every stream together (data + overhead).
+    retained: AtomicUsize,
+    /// Append order across streams (each event's stamp).
+    clock: AtomicU64,
+    /// One budget enforcement at a time.
+    evicting: Mutex<()>,
 }
 
 struct StreamLog {
@@ -24,26 +48,52 @@ struct StreamLog {
     changed: Notify,
 }
 
+/// One retained event.
+struct Event {
+    seq: u64,
+    /// Position in the append order across all streams.
+    stamp: u64,
+    data: Bytes,
+}
+
 #[derive(Default)]
 struct LogState {
-    events: VecDeque<(u64, Bytes)>,
+    events: VecDeque<Event>,
     bytes: usize,
     last_seq: u64,
     finished_at: Option<Instant>,
     delivered_at: Option<Instant>,
+    /// Responses reading the stream now.
+    readers: usize,
+    /// The global budget took this stream's events: reads fail with
+    /// [`StoreError::EventsLost`], later events are not kept.
+    lost: bool,
+}
+
+/// What an event of `data` costs to hold.
+fn cost(data: &Bytes) -> usize {
+    data.len() + EVENT_OVERHEAD
 }
 
 impl MemoryEventLog {
-    /// An empty log with per-stream `limits`.
+    /// An empty log with per-stream and total `limits`.
     pub fn new(limits: StreamLimits) -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
             limits,
+            retained: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            evicting: Mutex::new(()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<StreamLog>>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes held by all streams (event data plus [`EVENT_OVERHEAD`] each).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.load(Ordering::Acquire)
     }
 
     /// Whether `stream` is held here.
@@ -84,15 +134,17 @@ impl MemoryEventLog {
         {
             let mut s = log.state();
             s.last_seq = s.last_seq.max(seq);
-            s.bytes += data.len();
-            let at = s.events.partition_point(|(q, _)| *q < seq);
-            s.events.insert(at, (seq, data));
-            self.trim(&mut s);
+            if !s.lost {
+                self.add(&mut s, seq, data, |events, seq| {
+                    events.partition_point(|e| e.seq < seq)
+                });
+            }
             if last {
                 s.finished_at.get_or_insert_with(Instant::now);
             }
         }
         log.changed.notify_waiters();
+        self.enforce_budget();
         Ok(())
     }
 
@@ -104,17 +156,35 @@ impl MemoryEventLog {
             let mut s = log.state();
             s.last_seq += 1;
             let seq = s.last_seq;
-            s.bytes += data.len();
-            s.events.push_back((seq, data));
-            // Bounded: drop the oldest beyond either limit (never the newest).
-            self.trim(&mut s);
+            if !s.lost {
+                self.add(&mut s, seq, data, |events, _| events.len());
+            }
             if last {
                 s.finished_at.get_or_insert_with(Instant::now);
             }
             seq
         };
         log.changed.notify_waiters();
+        self.enforce_budget();
         Ok(seq)
+    }
+
+    /// Places an event at the index `at` gives, counts it, and trims the
+    /// stream to its own limits.
+    fn add(
+        &self,
+        s: &mut LogState,
+        seq: u64,
+        data: Bytes,
+        at: impl FnOnce(&VecDeque<Event>, u64) -> usize,
+    ) {
+        let size = cost(&data);
+        s.bytes += size;
+        self.retained.fetch_add(size, Ordering::AcqRel);
+        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
+        let i = at(&s.events, seq);
+        s.events.insert(i, Event { seq, stamp, data });
+        self.trim(s);
     }
 
     /// Drops the oldest events beyond either limit (never the newest).
@@ -122,10 +192,70 @@ impl MemoryEventLog {
         while s.events.len() > 1
             && (s.events.len() > self.limits.max_events || s.bytes > self.limits.max_bytes)
         {
-            if let Some((_, old)) = s.events.pop_front() {
-                s.bytes -= old.len();
+            if let Some(old) = s.events.pop_front() {
+                s.bytes -= cost(&old.data);
+                self.retained.fetch_sub(cost(&old.data), Ordering::AcqRel);
             }
         }
+    }
+
+    /// Empties a stream for the global budget: its events are gone and it
+    /// is marked lost (readers are woken to learn it).
+    fn drop_events(&self, log: &StreamLog) {
+        let mut s = log.state();
+        s.events = VecDeque::new();
+        self.retained.fetch_sub(s.bytes, Ordering::AcqRel);
+        s.bytes = 0;
+        s.lost = true;
+        drop(s);
+        log.changed.notify_waiters();
+    }
+
+    /// Over [`StreamLimits::total_max_bytes`]: empties streams, the one
+    /// with the oldest retained event first — first among streams nobody
+    /// reads, then among all — until 7/8 of the budget is held. The low
+    /// mark makes the scan (one pass over the streams) rare: at most once
+    /// per budget/8 bytes appended.
+    fn enforce_budget(&self) {
+        let budget = self.limits.total_max_bytes;
+        if self.retained_bytes() <= budget {
+            return;
+        }
+        let Ok(_one) = self.evicting.try_lock() else {
+            return;
+        };
+        let low = budget - budget / 8;
+        let all: Vec<Arc<StreamLog>> = self.lock().values().cloned().collect();
+        let mut dropped = [0usize; 2];
+        for (phase, unread_only) in [true, false].into_iter().enumerate() {
+            let mut oldest: BinaryHeap<Reverse<(u64, usize)>> = all
+                .iter()
+                .enumerate()
+                .filter_map(|(i, log)| {
+                    let s = log.state();
+                    let eligible = !unread_only || s.readers == 0;
+                    let front = s.events.front().map(|e| e.stamp)?;
+                    eligible.then_some(Reverse((front, i)))
+                })
+                .collect();
+            while self.retained_bytes() > low {
+                let Some(Reverse((_, i))) = oldest.pop() else {
+                    break;
+                };
+                self.drop_events(&all[i]);
+                dropped[phase] += 1;
+            }
+            if self.retained_bytes() <= low {
+                break;
+            }
+        }
+        // One line per pass, not per stream: a flood of streams is one event.
+        tracing::warn!(
+            unread_streams = dropped[0],
+            read_streams = dropped[1],
+            budget_bytes = budget,
+            "event log over server.event_log_max_bytes: streams' retained events dropped (resuming them gets an error)"
+        );
     }
 
     fn get(&self, stream: &str) -> Result<Arc<StreamLog>, StoreError> {
@@ -175,6 +305,17 @@ impl EventLog for MemoryEventLog {
         Box::pin(async move { result })
     }
 
+    fn reader(&self, stream: &str, attached: bool) {
+        if let Ok(log) = self.get(stream) {
+            let mut s = log.state();
+            s.readers = if attached {
+                s.readers + 1
+            } else {
+                s.readers.saturating_sub(1)
+            };
+        }
+    }
+
     fn delivered(&self, stream: &str) {
         if let Ok(log) = self.get(stream) {
             let mut s = log.state();
@@ -207,9 +348,16 @@ impl EventLog for MemoryEventLog {
                 changed.as_mut().enable();
                 {
                     let s = log.state();
+                    if s.lost {
+                        return Err(StoreError::EventsLost);
+                    }
                     // Seqs are ascending: start at the first one after `after`.
-                    let start = s.events.partition_point(|(seq, _)| *seq <= after);
-                    let events: Vec<_> = s.events.range(start..).cloned().collect();
+                    let start = s.events.partition_point(|e| e.seq <= after);
+                    let events: Vec<_> = s
+                        .events
+                        .range(start..)
+                        .map(|e| (e.seq, e.data.clone()))
+                        .collect();
                     let finished = s.finished_at.is_some();
                     if !events.is_empty() || finished {
                         return Ok(Batch { events, finished });
@@ -248,6 +396,9 @@ impl EventLog for MemoryEventLog {
                 // Wake readers so they notice the stream is gone.
                 log.changed.notify_waiters();
             }
+            if expired || orphaned {
+                self.retained.fetch_sub(log.state().bytes, Ordering::AcqRel);
+            }
             !expired && !orphaned
         });
         let dropped = before - streams.len();
@@ -267,6 +418,7 @@ mod tests {
         MemoryEventLog::new(StreamLimits {
             max_events,
             max_bytes: 1 << 20,
+            total_max_bytes: 1 << 30,
             delivered_ttl: Duration::from_secs(1),
         })
     }
@@ -350,5 +502,106 @@ mod tests {
             l.read("done", 0, Duration::ZERO).await,
             Err(StoreError::UnknownStream)
         ));
+    }
+
+    fn budgeted(total_max_bytes: usize) -> MemoryEventLog {
+        MemoryEventLog::new(StreamLimits {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+            total_max_bytes,
+            delivered_ttl: Duration::from_secs(1),
+        })
+    }
+
+    fn kib() -> Bytes {
+        Bytes::from(vec![b'x'; 1024 - EVENT_OVERHEAD])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retained_bytes_count_the_per_event_overhead_and_go_with_the_stream() {
+        let l = budgeted(1 << 30);
+        l.open("s", "a").await.unwrap();
+        l.append("s", Bytes::from_static(b"12345")).await.unwrap();
+        assert_eq!(l.retained_bytes(), 5 + EVENT_OVERHEAD);
+        l.expire(Duration::ZERO, &["a".into()]).await;
+        assert_eq!(l.retained_bytes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_budget_unread_streams_lose_their_events_oldest_first() {
+        // Room for just under 10 KiB; each stream holds 3 KiB.
+        let l = budgeted(10 * 1024 - 1);
+        for s in ["old-unread", "read", "new-unread"] {
+            l.open(s, "a").await.unwrap();
+        }
+        l.reader("read", true);
+        for s in ["read", "old-unread", "new-unread"] {
+            for _ in 0..3 {
+                l.append(s, kib()).await.unwrap();
+            }
+        }
+        assert_eq!(l.retained_bytes(), 9 * 1024);
+        // Over the budget: the unread stream with the oldest event goes
+        // (down to 7/8 of it), though the stream being read is older.
+        l.append("new-unread", kib()).await.unwrap();
+        assert!(matches!(
+            l.read("old-unread", 0, Duration::ZERO).await,
+            Err(StoreError::EventsLost)
+        ));
+        assert_eq!(
+            l.read("read", 0, Duration::ZERO)
+                .await
+                .unwrap()
+                .events
+                .len(),
+            3
+        );
+        assert_eq!(
+            l.read("new-unread", 0, Duration::ZERO)
+                .await
+                .unwrap()
+                .events
+                .len(),
+            4
+        );
+        assert_eq!(l.retained_bytes(), 7 * 1024);
+        // A lost stream keeps no new events, and a resume from any point fails.
+        l.append("old-unread", kib()).await.unwrap();
+        assert_eq!(l.retained_bytes(), 7 * 1024);
+        assert!(matches!(
+            l.read("old-unread", 2, Duration::ZERO).await,
+            Err(StoreError::EventsLost)
+        ));
+        // Only streams being read left over the budget: they go too.
+        l.reader("new-unread", true);
+        for _ in 0..4 {
+            l.append("read", kib()).await.unwrap();
+        }
+        assert_eq!(
+            l.retained_bytes(),
+            4 * 1024,
+            "the stream being read, oldest"
+        );
+        assert!(matches!(
+            l.read("read", 0, Duration::ZERO).await,
+            Err(StoreError::EventsLost)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_reader_learns_at_once_that_its_stream_lost_its_events() {
+        let l = Arc::new(budgeted(4 * 1024));
+        l.open("waited", "a").await.unwrap();
+        l.open("other", "a").await.unwrap();
+        l.append("waited", kib()).await.unwrap();
+        let reader = {
+            let l = l.clone();
+            tokio::spawn(async move { l.read("waited", 1, Duration::from_secs(3600)).await })
+        };
+        tokio::task::yield_now().await;
+        for _ in 0..4 {
+            l.append("other", kib()).await.unwrap();
+        }
+        assert!(matches!(reader.await.unwrap(), Err(StoreError::EventsLost)));
     }
 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use self::fallback::{FallbackEventLog, FallbackSessionStore, on_fallback};
-pub use self::memory::MemoryEventLog;
+pub use self::memory::{EVENT_OVERHEAD, MemoryEventLog};
 pub use self::session::{MemorySessionStore, SessionRecord, SessionStore, Stores};
 
 /// Where an event sits: `<stream>:<seq>`, the SSE `id` Ballast sends and the
@@ -89,6 +89,11 @@ pub enum StoreError {
     /// The stream does not exist (never opened, or expired).
     #[error("unknown or expired stream")]
     UnknownStream,
+    /// The stream's events were dropped to keep the event log within its
+    /// global budget (`server.event_log_max_bytes`) before its client read
+    /// them: it cannot be resumed.
+    #[error("the stream's events were dropped (server.event_log_max_bytes)")]
+    EventsLost,
     /// The store itself failed (I/O, timeout).
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -99,8 +104,14 @@ pub enum StoreError {
 pub struct StreamLimits {
     /// Most events kept per stream (count).
     pub max_events: usize,
-    /// Most bytes of event data kept per stream.
+    /// Most bytes kept per stream (event data plus a fixed per-event
+    /// overhead, see `memory::EVENT_OVERHEAD`).
     pub max_bytes: usize,
+    /// Most bytes kept by all streams of this process's memory together
+    /// (counted the same way); over it, streams lose their events (those
+    /// nobody reads first, oldest first) and resuming them fails with
+    /// [`StoreError::EventsLost`].
+    pub total_max_bytes: usize,
     /// How long a finished stream that was read to its end stays (a client
     /// that lost the connection at that moment can still resume); others
     /// stay the resume window.
@@ -115,7 +126,10 @@ pub struct StreamLimits {
 ///   per stream, and stream ids are globally unique, so event ids are too.
 /// - A stream belongs to one session (`owner`); resume is only offered to it.
 /// - Bounded per stream by [`StreamLimits`]: past either limit the *oldest*
-///   events are dropped. The final response is the last event, so it is
+///   events are dropped. A store in this process's memory is also bounded
+///   in total ([`StreamLimits::total_max_bytes`]): past it, streams lose
+///   their events, and reading such a stream fails with
+///   [`StoreError::EventsLost`]. The final response is the last event, so it is
 ///   never the one dropped; a resume from a dropped position continues at
 ///   the oldest retained event (interim notifications may be missed).
 /// - A finished stream stays readable for the resume window, then is
@@ -172,6 +186,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// [`StoreError::UnknownStream`] if the stream is gone.
     fn append<'a>(&'a self, stream: &'a str, data: Bytes)
     -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// A response started (`attached`) or stopped reading `stream`: streams
+    /// nobody reads are the first to lose their events when a global bound
+    /// is exceeded. Default: nothing.
+    fn reader(&self, stream: &str, attached: bool) {
+        let _ = (stream, attached);
+    }
 
     /// A reader wrote every event of the finished stream to its client: the
     /// stream may go after [`StreamLimits::delivered_ttl`] instead of the
