@@ -70,6 +70,9 @@ pub enum SessionEnd {
     Evicted,
     /// A 2024-11-05 client left its only stream.
     StreamClosed,
+    /// Another replica ended it (DELETE, eviction) and removed its record;
+    /// this replica ends its copy (Redis store only).
+    EndedElsewhere,
 }
 
 impl Gateway {
@@ -125,6 +128,10 @@ impl Gateway {
         tokio::spawn(sweep(Arc::downgrade(&gw)));
         if let Some(redis) = &gw.redis {
             tokio::spawn(write_back_sessions(Arc::downgrade(&gw), redis.keys_lost()));
+            tokio::spawn(end_sessions_ended_elsewhere(
+                Arc::downgrade(&gw),
+                redis.sessions_ended(),
+            ));
         }
         gw
     }
@@ -177,10 +184,20 @@ impl Gateway {
             SessionEnd::StreamClosed => {
                 tracing::info!(session = %session.id, "2024-11-05 SSE session ended");
             }
+            SessionEnd::EndedElsewhere => {
+                tracing::info!(session = %session.id, "session ended on another replica");
+            }
         }
         self.router.end_session(session).await;
+        // Its GET stream, if written here, ends (a reader gets `retry:`
+        // and the end): with a shared store it would otherwise outlive the
+        // session by the 1 h TTL of a live stream.
+        if let Some(get) = session.get_stream() {
+            get.finish().await;
+        }
         let stored = match why {
             SessionEnd::Expired => self.session_store.idle_here(&session.id).await,
+            SessionEnd::EndedElsewhere => Ok(()),
             _ => self.session_store.remove(&session.id).await,
         };
         if why != SessionEnd::Expired {
@@ -318,5 +335,32 @@ async fn write_back_sessions(
             held = sessions.len(),
             "session records written back after Redis lost its keys"
         );
+    }
+}
+
+/// Ends this replica's copy of each session another replica ended (DELETE,
+/// eviction; see [`crate::store::redis::RedisBackend::sessions_ended`]),
+/// so it is not served here again. Stops when the gateway is dropped.
+async fn end_sessions_ended_elsewhere(
+    weak: std::sync::Weak<Gateway>,
+    mut ended: tokio::sync::broadcast::Receiver<Arc<str>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let id = match ended.recv().await {
+            Ok(id) => id,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(
+                    missed,
+                    "missed ended-session notices; those sessions end here when idle"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(gw) = weak.upgrade() else { return };
+        if let Some(session) = gw.sessions.get(&id) {
+            let _ = gw.end_session(&session, SessionEnd::EndedElsewhere).await;
+        }
     }
 }

@@ -617,3 +617,87 @@ async fn sessions_a_replica_holds_are_written_back_after_redis_loses_them() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A session ended on B (DELETE) ends on A too: A answers 404 instead of
+/// serving it on.
+#[tokio::test]
+async fn a_session_deleted_on_one_replica_ends_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(&redis.url()).await;
+    let b = Replica::start(&redis.url()).await;
+    let mut on_a = McpClient::connect(&a.url).await;
+    let on_b = client_on(&b.url, &on_a);
+    let r = on_a.call_tool("echo", json!({ "message": "on A" })).await;
+    assert_eq!(text_of(&r), "on A");
+    assert_eq!(on_b.delete().await, 200);
+    // Pub/sub carries the end to A: at once, give or take a round trip.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut n = 100;
+    loop {
+        n += 1;
+        let status = on_a
+            .post(&call(n, "echo", json!({ "message": "x" })))
+            .await
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A still serves the deleted session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, ready) = a.readyz().await;
+    assert_eq!(ready["sessions"], 0, "{ready}");
+}
+
+/// With a Redis store, sessions whose client opened a GET stream and left
+/// end after their idle timeout, and their streams go with them: nothing
+/// stays on the replica or in Redis past the documented TTLs.
+#[tokio::test]
+async fn abandoned_get_streams_end_with_their_sessions() {
+    let redis = RedisServer::start().await;
+    let mut config = support::demo_config();
+    config.store.kind = ballast::config::StoreKind::Redis;
+    config.store.url = redis.url();
+    config.store.deployment = "abandoned".into();
+    config.server.session_idle_timeout = Duration::from_millis(500);
+    config.server.resume_window = Duration::from_secs(1);
+    let stores = ballast::store::Stores::from_config(&config).expect("stores");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = support::TestGateway::start_with_stores(listener, config, stores);
+    for _ in 0..20 {
+        let c = McpClient::connect(&gw.url).await;
+        let mut get = c.open_get_stream().await;
+        // Read nothing more: the GET stream is open, then its client leaves.
+        let _ = tokio::time::timeout(Duration::from_millis(50), get.next()).await;
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, ready) = gw.readyz().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("ballast:abandoned:[ms]:*")
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        if ready["sessions"] == 0 && ready["streams"] == 0 && keys.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind: {ready} and {} stream keys",
+            keys.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+}

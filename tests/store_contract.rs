@@ -627,11 +627,13 @@ async fn redis_keys_are_namespaced_and_all_have_ttls() {
         .map(|k| k.split(':').next().unwrap_or_default())
         .collect();
     kinds.sort_unstable();
-    // Stream meta, a one-event stream, two replicas' liveness keys, stream
-    // events, session record.
+    // Two replicas' canaries, stream meta, a one-event stream, two
+    // replicas' liveness keys, stream events, session record.
     assert_eq!(
         kinds,
-        ["m", "o", "replica", "replica", "s", "session"],
+        [
+            "canary", "canary", "m", "o", "replica", "replica", "s", "session"
+        ],
         "{keys}"
     );
     for key in names {

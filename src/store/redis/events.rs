@@ -483,34 +483,43 @@ async fn heartbeat(
         let canary = b.key(&format!("canary:{}", b.replica()));
         let ttl = ms(REPLICA_TTL);
         let canary_ttl = ms(CANARY_TTL);
+        // Two commands, not one pipeline: on a Redis Cluster the two keys
+        // live in different hash slots.
         let beat = b
             .run(|mut c| async move {
-                redis::pipe()
-                    .cmd("SET")
+                redis::cmd("SET")
                     .arg(&key)
                     .arg(1)
                     .arg("PX")
                     .arg(ttl)
-                    .ignore()
-                    .cmd("SET")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = &beat {
+            tracing::debug!(error = %e, "replica heartbeat failed");
+        }
+        let canary = b
+            .run(|mut c| async move {
+                redis::cmd("SET")
                     .arg(&canary)
                     .arg(1)
                     .arg("PX")
                     .arg(canary_ttl)
                     .arg("GET")
-                    .query_async::<(Option<String>,)>(&mut c)
+                    .query_async::<Option<String>>(&mut c)
                     .await
             })
             .await;
-        match beat {
-            Ok((None,)) if canary_written => {
+        match canary {
+            Ok(None) if canary_written => {
                 tracing::warn!(
                     "Redis lost this replica's keys (FLUSHALL, or a restart without persistence); writing back the sessions it holds"
                 );
                 b.note_keys_lost();
             }
             Ok(_) => canary_written = true,
-            Err(e) => tracing::debug!(error = %e, "replica heartbeat failed"),
+            Err(e) => tracing::debug!(error = %e, "replica canary check failed"),
         }
         drop(b);
         tokio::select! {

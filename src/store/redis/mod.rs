@@ -66,7 +66,18 @@ pub struct RedisBackend {
     /// Bumped each time Redis is found to have lost keys this replica had
     /// written (see [`RedisBackend::keys_lost`]).
     lost: tokio::sync::watch::Sender<u64>,
+    /// Sessions ended on any replica (DELETE, eviction), as told by pub/sub
+    /// (see [`RedisBackend::sessions_ended`]).
+    ended: tokio::sync::broadcast::Sender<Arc<str>>,
 }
+
+/// Ended-session notices a slow receiver may lag behind by before it
+/// misses some (count).
+const ENDED_BACKLOG: usize = 1024;
+
+/// Ended-session channels share the stream channels' `n:` pattern (one
+/// subscription); stream ids are hex, so this prefix tells them apart.
+pub(crate) const ENDED_PREFIX: &str = "ended:";
 
 /// The breaker's name in logs, metrics and `/readyz`.
 pub const BREAKER_NAME: &str = "store:redis";
@@ -134,7 +145,27 @@ impl RedisBackend {
             cluster_logged: std::sync::atomic::AtomicBool::new(false),
             slots: slots::SlotMap::default(),
             lost: tokio::sync::watch::Sender::new(0),
+            ended: tokio::sync::broadcast::Sender::new(ENDED_BACKLOG),
         }))
+    }
+
+    /// The ids of sessions ended on any replica (a DELETE or an eviction
+    /// there: the record is removed and `PUBLISH`ed on
+    /// [`RedisBackend::ended_channel`]), so that this replica ends its copy
+    /// before serving it again. A receiver more than 1,024 notices behind
+    /// misses the oldest (those sessions end here on their idle timeout).
+    pub fn sessions_ended(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.ended.subscribe()
+    }
+
+    /// The pub/sub channel a session's end is published on.
+    pub(crate) fn ended_channel(&self, session: &str) -> String {
+        self.key(&format!("n:{ENDED_PREFIX}{session}"))
+    }
+
+    /// A session ended on some replica (from pub/sub).
+    pub(crate) fn session_ended(&self, session: &str) {
+        let _ = self.ended.send(session.into());
     }
 
     /// Changes each time Redis is found to have lost keys this replica

@@ -5,7 +5,9 @@
 //! soon as A appends. Readers also re-check on a short poll, so a lost
 //! pub/sub message (Redis restarting) only delays them. On a Redis Cluster
 //! the subscription is on one node (classic `PUBLISH` reaches every node);
-//! when that node is lost the listener moves to the next seed node.
+//! when that node is lost the listener moves to the next seed node. The
+//! same subscription carries sessions ended on any replica
+//! (`n:ended:<session>`), handed to [`RedisBackend::sessions_ended`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -116,8 +118,16 @@ async fn listen_until_dropped(backend: Weak<RedisBackend>, waiters: Weak<Waiters
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Some(w) = waiters.upgrade() else { return };
-                    if let Some(stream) = msg.get_channel_name().strip_prefix(&strip) {
-                        w.wake(stream);
+                    let Some(name) = msg.get_channel_name().strip_prefix(&strip) else {
+                        continue;
+                    };
+                    match name.strip_prefix(super::ENDED_PREFIX) {
+                        Some(session) => {
+                            if let Some(b) = backend.upgrade() {
+                                b.session_ended(session);
+                            }
+                        }
+                        None => w.wake(name),
                     }
                 }
                 tracing::debug!("redis pub/sub connection closed; resubscribing");

@@ -2,6 +2,8 @@
 //! `ballast:<deployment>:`, holding the [`SessionRecord`] as JSON with a TTL
 //! of the session idle timeout. Replicas refresh it ([`SessionStore::touch`])
 //! while the session is active on them, so it expires only when idle on all.
+//! Removing a record (DELETE, eviction) also publishes the session's end,
+//! so every replica ends its copy ([`RedisBackend::sessions_ended`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,8 +75,21 @@ impl SessionStore for RedisSessionStore {
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let key = self.key(id);
+            // Every replica holding a copy ends it (notify.rs).
+            let channel = self.backend.ended_channel(id);
             self.backend
                 .run(|mut c| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await })
+                .await?;
+            // Apart, not pipelined: a Redis Cluster routes the channel by
+            // its own hash slot.
+            self.backend
+                .run(|mut c| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(1)
+                        .query_async::<()>(&mut c)
+                        .await
+                })
                 .await
         })
     }
