@@ -301,8 +301,10 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisionConfig {
-    /// Park after this many lost connections (crashes) or failed starts
-    /// within `park_window`. Default 5.
+    /// Park a child after this many crashes (lost connections, or started
+    /// and failed its handshake) within `park_window`. Default 5. A program
+    /// that cannot start and a remote upstream that is down are never
+    /// parked: they are retried with backoff (up to 10 s; 2 s for remotes).
     pub park_after: u32,
     /// The window for counting crashes. Default 60 s.
     #[serde(with = "humantime_serde")]

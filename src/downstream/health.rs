@@ -1,5 +1,7 @@
 //! `/healthz` (the process serves HTTP) and `/readyz` (every required
-//! upstream is initialized and the gateway is not draining), both JSON;
+//! upstream is initialized and the gateway is not draining), both JSON —
+//! per upstream its state, last error, failed attempts and `retry_in_ms`
+//! (when the supervisor tries again);
 //! `/metrics`, the Prometheus text exposition ([`crate::observe::metrics`]).
 //! Not subject to Host/Origin checks: load balancers and scrapers probe by IP.
 
@@ -32,7 +34,14 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
                 UpstreamState::Parked { last_error, .. } => ("parked", last_error, None),
                 UpstreamState::Stopped => ("stopped", None, None),
             };
-            json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid })
+            let now = u.state();
+            let retry_in_ms = now.retry_in().map(|d| d.as_millis() as u64);
+            let attempt = match now {
+                UpstreamState::Connecting { attempt, .. } => Some(attempt),
+                _ => None,
+            };
+            json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid,
+                    "attempt": attempt, "retry_in_ms": retry_in_ms })
         })
         .collect();
     let draining = gw.is_draining();

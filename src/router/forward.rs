@@ -207,14 +207,18 @@ impl Router {
             // A lost connection is supervision's business (restart, parking),
             // not a sign of bad answers: one crash fails every call in flight
             // at once and must not open the breakers. Neither does a cancel.
-            let supervised = matches!(
-                result,
-                Err(UpstreamError::Closed | UpstreamError::NotConnected | UpstreamError::Cancelled)
-            );
+            let supervised = result
+                .as_ref()
+                .err()
+                .is_some_and(UpstreamError::is_supervised);
             if !supervised {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }
+            // Parked or reconnecting: the client gets the supervisor's
+            // `retry_after_ms` at once instead of a wait here.
+            let unavailable = matches!(result, Err(UpstreamError::Unavailable { .. }));
             if retries + 1 < max_attempts
+                && !unavailable
                 && let Some(backoff) = policy.retry_after(verdict, safety.safe, retries)
             {
                 // Honour the upstream's Retry-After (up to a minute).

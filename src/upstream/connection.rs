@@ -58,6 +58,9 @@ pub struct Connection {
     closed: CancellationToken,
     info: OnceLock<ServerInfo>,
     request_timeout: Duration,
+    /// Woken when a request found nobody listening (connection refused):
+    /// the supervisor probes at once instead of at the next interval.
+    unreachable: tokio::sync::Notify,
 }
 
 impl Connection {
@@ -86,6 +89,7 @@ impl Connection {
             closed,
             info: OnceLock::new(),
             request_timeout: cfg.request_timeout,
+            unreachable: tokio::sync::Notify::new(),
         });
         tokio::spawn(conn.clone().dispatch(rx, events));
         Ok(conn)
@@ -271,6 +275,12 @@ impl Connection {
         self.closed.cancelled().await;
     }
 
+    /// Resolves once a request on this connection found nobody listening
+    /// at the upstream's address (see [`UpstreamError::is_unreachable`]).
+    pub(crate) async fn unreachable_seen(&self) {
+        self.unreachable.notified().await;
+    }
+
     /// The stdio child's pid, if any.
     pub fn pid(&self) -> Option<u32> {
         self.transport.pid()
@@ -299,6 +309,9 @@ impl Connection {
             let Some(incoming) = incoming else { break };
             match incoming {
                 Incoming::Failed { id, error } => {
+                    if error.is_unreachable() {
+                        self.unreachable.notify_one();
+                    }
                     if let Some(answer) = self.lock_pending().remove(&id) {
                         let _ = answer.send(Err(error));
                     }
