@@ -1,7 +1,8 @@
 //! `/healthz` (the process serves HTTP) and `/readyz` (every required
 //! upstream is initialized and the gateway is not draining), both JSON —
-//! per upstream its state, last error, failed attempts and `retry_in_ms`
-//! (when the supervisor tries again);
+//! per upstream its state (`stalled`: a child not reading its stdin), last
+//! error, failed attempts, `retry_in_ms` (when the supervisor tries again)
+//! and the notifications dropped because a child's queue was full;
 //! `/metrics`, the Prometheus text exposition ([`crate::observe::metrics`]).
 //! Not subject to Host/Origin checks: load balancers and scrapers probe by IP.
 
@@ -29,7 +30,18 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         .iter()
         .map(|u| {
             let (state, detail, pid) = match u.state() {
-                UpstreamState::Ready(c) => ("ready", None, c.pid()),
+                UpstreamState::Ready(c) => match c.write_stall() {
+                    // A child that stopped reading its stdin (write stall).
+                    Some(for_) => (
+                        "stalled",
+                        Some(format!(
+                            "not reading its input for {} ms",
+                            for_.as_millis()
+                        )),
+                        c.pid(),
+                    ),
+                    None => ("ready", None, c.pid()),
+                },
                 UpstreamState::Connecting { last_error, .. } => ("connecting", last_error, None),
                 UpstreamState::Parked { last_error, .. } => ("parked", last_error, None),
                 UpstreamState::Stopped => ("stopped", None, None),
@@ -40,8 +52,12 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
                 UpstreamState::Connecting { attempt, .. } => Some(attempt),
                 _ => None,
             };
+            let dropped = match &now {
+                UpstreamState::Ready(c) => c.dropped_frames(),
+                _ => 0,
+            };
             json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid,
-                    "attempt": attempt, "retry_in_ms": retry_in_ms })
+                    "attempt": attempt, "retry_in_ms": retry_in_ms, "dropped_notifications": dropped })
         })
         .collect();
     let draining = gw.is_draining();

@@ -94,7 +94,8 @@ pub fn classify(outcome: &Result<Response, UpstreamError>) -> Verdict {
             // Never sent.
             UpstreamError::Spawn { .. }
             | UpstreamError::NotConnected
-            | UpstreamError::Unavailable { .. } => v(FailureClass::Transient, false),
+            | UpstreamError::Unavailable { .. }
+            | UpstreamError::InputFull { .. } => v(FailureClass::Transient, false),
             UpstreamError::Http(err) if err.is_connect() => v(FailureClass::Transient, false),
             UpstreamError::HttpStatus { status, .. } => match status {
                 429 | 502 | 503 | 504 => v(FailureClass::Transient, false),

@@ -214,11 +214,14 @@ impl Router {
             if !supervised {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }
-            // Parked or reconnecting: the client gets the supervisor's
-            // `retry_after_ms` at once instead of a wait here.
-            let unavailable = matches!(result, Err(UpstreamError::Unavailable { .. }));
+            // Parked, reconnecting or not reading: the client gets the
+            // answer at once instead of a wait here.
+            let futile = result
+                .as_ref()
+                .err()
+                .is_some_and(UpstreamError::retry_cannot_help);
             if retries + 1 < max_attempts
-                && !unavailable
+                && !futile
                 && let Some(backoff) = policy.retry_after(verdict, safety.safe, retries)
             {
                 // Honour the upstream's Retry-After (up to a minute).

@@ -130,11 +130,13 @@ impl Router {
         fresh
     }
 
-    /// Whether every required upstream is ready.
+    /// Whether every required upstream is ready (and, for a child, reading
+    /// its input: not in a write stall).
     pub fn is_ready(&self) -> bool {
-        self.upstreams
-            .iter()
-            .all(|u| !u.config.required || matches!(u.state(), UpstreamState::Ready(_)))
+        self.upstreams.iter().all(|u| {
+            !u.config.required
+                || matches!(u.state(), UpstreamState::Ready(c) if c.write_stall().is_none())
+        })
     }
 
     /// Waits up to the configured `startup_wait` for every required upstream.

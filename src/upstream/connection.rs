@@ -173,6 +173,11 @@ impl Connection {
         params: Option<Box<RawValue>>,
         deadline: Deadline,
     ) -> Result<Response, UpstreamError> {
+        // The deadline covers the whole call: the wait for room in the
+        // upstream's input queue too.
+        let start = tokio::time::Instant::now();
+        let cap = start + deadline.max.max(deadline.timeout);
+        let mut expires = (start + deadline.timeout).min(cap);
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
         let frame = Message::Request(Request {
@@ -181,13 +186,14 @@ impl Connection {
             params,
         })
         .to_bytes();
-        if let Err(e) = self.transport.send(frame, Some(id), Some(method)).await {
+        let sent = self
+            .transport
+            .send(frame, Some(id), Some(method), Some(expires))
+            .await;
+        if let Err(e) = sent {
             self.lock_pending().remove(&id);
             return Err(e);
         }
-        let start = tokio::time::Instant::now();
-        let cap = start + deadline.max.max(deadline.timeout);
-        let mut expires = (start + deadline.timeout).min(cap);
         tokio::pin!(rx);
         loop {
             let progressed = async {
@@ -228,7 +234,7 @@ impl Connection {
             params,
         })
         .to_bytes();
-        self.transport.send(frame, None, Some(method)).await
+        self.transport.send(frame, None, Some(method), None).await
     }
 
     /// Answers a request the upstream sent (server→client direction).
@@ -245,7 +251,7 @@ impl Connection {
             outcome,
         })
         .to_bytes();
-        self.transport.send(frame, None, None).await
+        self.transport.send(frame, None, None, None).await
     }
 
     /// Stops waiting for request `id` and tells the upstream to stop too
@@ -279,6 +285,18 @@ impl Connection {
     /// at the upstream's address (see [`UpstreamError::is_unreachable`]).
     pub(crate) async fn unreachable_seen(&self) {
         self.unreachable.notified().await;
+    }
+
+    /// How long a stdio child has not been reading its input, while it is
+    /// stalled (write stall); `None` otherwise and for remote upstreams.
+    pub fn write_stall(&self) -> Option<Duration> {
+        self.transport.stalled_for()
+    }
+
+    /// Notifications and responses to a stdio child dropped because its
+    /// input queue was full.
+    pub fn dropped_frames(&self) -> u64 {
+        self.transport.dropped()
     }
 
     /// The stdio child's pid, if any.

@@ -48,6 +48,15 @@ pub enum UpstreamError {
     /// The request was cancelled (by the downstream client or the drain).
     #[error("cancelled")]
     Cancelled,
+    /// A stdio child's input queue had no room until the request's deadline,
+    /// or the child is known to have stopped reading (a write stall, for
+    /// `stalled_for`): the message was never written. Not retried: the
+    /// next attempt would wait the same way.
+    #[error("not sent: the child is not reading its input{}", stalled_for.map(|d| format!(" (for {} ms)", d.as_millis())).unwrap_or_default())]
+    InputFull {
+        /// How long the child has not been reading, if a stall was detected.
+        stalled_for: Option<Duration>,
+    },
     /// Refused without waiting: the upstream is parked (a crash-looping
     /// child) or reconnecting after failed attempts (a remote upstream that
     /// is down, a child that cannot start). Never sent.
@@ -129,6 +138,16 @@ impl UpstreamError {
             )
     }
 
+    /// Whether another attempt now cannot help: the upstream is parked or
+    /// reconnecting (the client gets `retry_after_ms` instead), or a stdio
+    /// child is not reading its input (a retry would wait its deadline again).
+    pub fn retry_cannot_help(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unavailable { .. } | UpstreamError::InputFull { .. }
+        )
+    }
+
     /// A short stable name for logs, metrics and error `data`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -141,6 +160,7 @@ impl UpstreamError {
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Cancelled => "cancelled",
             UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::InputFull { .. } => "input_full",
         }
     }
 
@@ -171,6 +191,12 @@ impl UpstreamError {
             data["state"] = json!(state);
             data["detail"] = json!(detail);
             data["retry_after_ms"] = json!(retry_after.as_millis() as u64);
+        }
+        if let UpstreamError::InputFull {
+            stalled_for: Some(stalled),
+        } = self
+        {
+            data["stalled_ms"] = json!(stalled.as_millis() as u64);
         }
         e.data = Some(data);
         e

@@ -12,6 +12,7 @@ mod error;
 mod http;
 mod lists;
 mod sse;
+mod stdin_queue;
 mod stdio;
 mod transport;
 
