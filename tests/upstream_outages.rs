@@ -363,3 +363,97 @@ async fn calls_to_an_unreachable_remote_upstream_fail_fast_with_its_state_and_a_
     assert!((1..=2_000).contains(&wait), "{r}");
     gw.stop().await;
 }
+
+fn tool_names(list: &Value) -> Vec<String> {
+    list["result"]["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 13 item 13: a required upstream that cannot start does not hold
+/// every `initialize` for `startup_wait`; the session starts with the
+/// upstream that is up.
+#[tokio::test]
+async fn initialize_answers_at_once_when_a_required_upstream_cannot_start() {
+    let mut config = ballast::Config::default();
+    config.server.startup_wait = Duration::from_secs(30);
+    config.add_upstream("good", support::demo_upstream());
+    config.add_upstream(
+        "missing",
+        UpstreamConfig::stdio("/nonexistent/ballast-no-such-mcp-server", vec![]),
+    );
+    let gw = TestGateway::start(config).await;
+    let start = Instant::now();
+    let c = tokio::time::timeout(Duration::from_secs(40), McpClient::connect(&gw.url)).await;
+    let took = start.elapsed();
+    eprintln!("initialize with a required upstream that cannot start: {took:?}");
+    let mut c = c.expect("initialize answers");
+    assert!(took < Duration::from_secs(5), "initialize took {took:?}");
+    let (_, list) = c.request("tools/list", json!({})).await;
+    let names = tool_names(&list);
+    assert!(names.contains(&"good__echo".to_owned()), "{names:?}");
+    let r = c.call_tool("good__echo", json!({ "message": "hi" })).await;
+    assert_eq!(text_of(&r), "hi", "{r}");
+    let (status, _) = gw.readyz().await;
+    assert_eq!(status, 503, "a required upstream is missing");
+    gw.stop().await;
+}
+
+/// An upstream that comes up after the session started: its tools join
+/// the catalog and the session hears `tools/list_changed` on its GET stream.
+#[tokio::test]
+async fn a_late_upstream_joins_the_session_with_list_changed() {
+    use futures_util::StreamExt;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }; // nobody listens there yet
+    let mut config = ballast::Config::default();
+    config.server.startup_wait = Duration::from_secs(30);
+    config.add_upstream("good", support::demo_upstream());
+    config.add_upstream(
+        "late",
+        UpstreamConfig::http(format!("http://127.0.0.1:{port}/mcp")),
+    );
+    let gw = TestGateway::start(config).await;
+    let mut c = tokio::time::timeout(Duration::from_secs(5), McpClient::connect(&gw.url))
+        .await
+        .expect("initialize answers at once");
+    let (_, list) = c.request("tools/list", json!({})).await;
+    assert!(
+        !tool_names(&list).iter().any(|n| n.starts_with("late__")),
+        "{list}"
+    );
+    let mut get = c.open_get_stream().await;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind late");
+    let late = TestGateway::start_on(listener, demo_config());
+    let changed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = get.next().await {
+            if m["method"] == "notifications/tools/list_changed" {
+                return m;
+            }
+        }
+        panic!("GET stream ended");
+    })
+    .await
+    .expect("list_changed when the late upstream comes up");
+    assert_eq!(changed["method"], "notifications/tools/list_changed");
+    let (_, list) = c.request("tools/list", json!({})).await;
+    assert!(
+        tool_names(&list).contains(&"late__echo".to_owned()),
+        "{list}"
+    );
+    let r = c
+        .call_tool("late__echo", json!({ "message": "joined" }))
+        .await;
+    assert_eq!(text_of(&r), "joined", "{r}");
+    gw.stop().await;
+    late.stop().await;
+}

@@ -65,9 +65,12 @@ pub struct ServerConfig {
     /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
-    /// How long a downstream `initialize` waits for required upstreams to
-    /// finish their own initialization before answering with what is ready.
-    /// Default 10 s.
+    /// How long a downstream `initialize` waits for required upstreams on
+    /// their very first try since Ballast started (a child still starting)
+    /// before answering with what is ready. One that has failed a try
+    /// (down, cannot start), is parked, or was up before is not waited for:
+    /// sessions start with the upstreams that are up, the others' tools
+    /// join later with `list_changed`. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub startup_wait: Duration,
     /// How long a finished (or abandoned) SSE stream stays resumable with
@@ -232,7 +235,9 @@ pub struct UpstreamConfig {
     pub headers: IndexMap<String, String>,
     /// Namespace prefix for this upstream's tools and prompts. Default: its name.
     pub prefix: Option<String>,
-    /// Whether `/readyz` waits for this upstream. Default true.
+    /// Whether `/readyz` waits for this upstream (and `initialize` during
+    /// its first try, see `startup_wait`). Default true; in `mcpServers`
+    /// JSON, `"required": false`.
     #[serde(default = "yes")]
     pub required: bool,
     /// Connection sharing. Only `shared` (default) is available today.

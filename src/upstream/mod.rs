@@ -187,6 +187,9 @@ pub struct Upstream {
     state: watch::Sender<UpstreamState>,
     lists: std::sync::RwLock<Arc<Lists>>,
     generation: AtomicU64,
+    /// Set once it has been ready: later outages are not waited for by
+    /// `initialize` (see [`Upstream::first_try`]).
+    ever_ready: std::sync::atomic::AtomicBool,
     stderr_tail: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     breaker: Arc<crate::resilience::Breaker>,
 }
@@ -205,6 +208,7 @@ impl Upstream {
             }),
             lists: std::sync::RwLock::new(Arc::new(Lists::default())),
             generation: AtomicU64::new(0),
+            ever_ready: std::sync::atomic::AtomicBool::new(false),
             stderr_tail: Arc::default(),
             breaker: crate::resilience::Breaker::new(
                 format!("upstream:{name}"),
@@ -270,6 +274,17 @@ impl Upstream {
         }
     }
 
+    /// Waits up to `wait` while the upstream is on its very first try since
+    /// Ballast started (a child starting up, a remote being reached);
+    /// returns at once once it has been ready, or once a try has failed
+    /// (down, cannot start) or it is parked — a session then starts without
+    /// it, and its tools join later with `list_changed`.
+    pub async fn first_try(&self, wait: Duration) {
+        if !self.ever_ready.load(Ordering::SeqCst) {
+            let _ = self.connection(wait).await;
+        }
+    }
+
     /// The catalog lists as last fetched (empty while not ready).
     pub fn lists(&self) -> Arc<Lists> {
         self.lists.read().map(|l| l.clone()).unwrap_or_default()
@@ -307,6 +322,9 @@ impl Upstream {
     }
 
     fn set_state(&self, state: UpstreamState) {
+        if matches!(state, UpstreamState::Ready(_)) {
+            self.ever_ready.store(true, Ordering::SeqCst);
+        }
         // A restarting upstream keeps its catalog (calls wait for it); a
         // parked or stopped one is hidden.
         if matches!(state, UpstreamState::Parked { .. } | UpstreamState::Stopped)
