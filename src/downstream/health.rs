@@ -29,33 +29,32 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         .upstreams()
         .iter()
         .map(|u| {
-            let (state, detail, pid) = match u.state() {
+            let now = u.state();
+            let (state, detail, pid) = match &now {
                 UpstreamState::Ready(c) => match c.write_stall() {
                     // A child that stopped reading its stdin (write stall).
-                    Some(for_) => (
+                    Some(stalled) => (
                         "stalled",
                         Some(format!(
                             "not reading its input for {} ms",
-                            for_.as_millis()
+                            stalled.as_millis()
                         )),
                         c.pid(),
                     ),
                     None => ("ready", None, c.pid()),
                 },
-                UpstreamState::Connecting { last_error, .. } => ("connecting", last_error, None),
-                UpstreamState::Parked { last_error, .. } => ("parked", last_error, None),
+                UpstreamState::Connecting { last_error, .. } => {
+                    ("connecting", last_error.clone(), None)
+                }
+                UpstreamState::Parked { last_error, .. } => ("parked", last_error.clone(), None),
                 UpstreamState::Stopped => ("stopped", None, None),
             };
-            let now = u.state();
+            let (attempt, dropped) = match &now {
+                UpstreamState::Connecting { attempt, .. } => (Some(*attempt), 0),
+                UpstreamState::Ready(c) => (None, c.dropped_frames()),
+                _ => (None, 0),
+            };
             let retry_in_ms = now.retry_in().map(|d| d.as_millis() as u64);
-            let attempt = match now {
-                UpstreamState::Connecting { attempt, .. } => Some(attempt),
-                _ => None,
-            };
-            let dropped = match &now {
-                UpstreamState::Ready(c) => c.dropped_frames(),
-                _ => 0,
-            };
             json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid,
                     "attempt": attempt, "retry_in_ms": retry_in_ms, "dropped_notifications": dropped })
         })

@@ -164,6 +164,22 @@ mod tests {
                 false,
             ),
             (
+                "parked or reconnecting",
+                Err(UpstreamError::Unavailable {
+                    state: "parked",
+                    detail: None,
+                    retry_after: Duration::from_secs(1),
+                }),
+                Transient,
+                false,
+            ),
+            (
+                "child not reading its input",
+                Err(UpstreamError::InputFull { stalled_for: None }),
+                Transient,
+                false,
+            ),
+            (
                 "HTTP 429",
                 Err(UpstreamError::HttpStatus {
                     status: 429,
