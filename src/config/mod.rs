@@ -309,7 +309,7 @@ pub struct SupervisionConfig {
     /// Park a child after this many crashes (lost connections, or started
     /// and failed its handshake) within `park_window`. Default 5. A program
     /// that cannot start and a remote upstream that is down are never
-    /// parked: they are retried with backoff (up to 10 s; 2 s for remotes).
+    /// parked: they are retried with backoff (up to 10 s; 1 s for remotes).
     pub park_after: u32,
     /// The window for counting crashes. Default 60 s.
     #[serde(with = "humantime_serde")]

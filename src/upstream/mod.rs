@@ -39,7 +39,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reach a remote upstream: one that is
 /// back is used again within about this long (issue 13 item 10).
-const MAX_REMOTE_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_REMOTE_BACKOFF: Duration = Duration::from_secs(1);
 /// A connection that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
