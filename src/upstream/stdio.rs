@@ -17,7 +17,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::UpstreamError;
-use super::stdin_queue::StdinQueue;
 use super::transport::{Incoming, STDERR_TAIL_LINES, StderrTail, forward_frame};
 use crate::config::UpstreamConfig;
 
@@ -28,7 +27,7 @@ const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A running child process and the tasks that serve its pipes.
 pub(crate) struct StdioTransport {
-    stdin: std::sync::Mutex<Option<Arc<StdinQueue>>>,
+    stdin: std::sync::Mutex<Option<Arc<super::stdin_queue::StdinQueue>>>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     pid: u32,
 }
@@ -80,7 +79,13 @@ impl StdioTransport {
         let stdin = child.stdin().take();
         let stdout = child.stdout().take();
         let stderr = child.stderr().take();
-        let stdin = stdin.map(|s| Arc::new(StdinQueue::start(name.clone(), s, STDIN_QUEUE)));
+        let stdin = stdin.map(|s| {
+            Arc::new(super::stdin_queue::StdinQueue::start(
+                name.clone(),
+                s,
+                STDIN_QUEUE,
+            ))
+        });
         if let Some(stdout) = stdout {
             tokio::spawn(read_stdout(name.clone(), stdout, incoming));
         }
@@ -100,7 +105,7 @@ impl StdioTransport {
 
     /// Queues one frame for the child's stdin (a newline is appended): a
     /// request waits for room until its `deadline`, anything else never
-    /// waits (see [`StdinQueue::send`]).
+    /// waits (see `stdin_queue::StdinQueue::send`).
     ///
     /// # Errors
     /// [`UpstreamError::InputFull`] if it could not be queued;
@@ -125,7 +130,7 @@ impl StdioTransport {
         self.queue().map_or(0, |q| q.dropped())
     }
 
-    fn queue(&self) -> Option<Arc<StdinQueue>> {
+    fn queue(&self) -> Option<Arc<super::stdin_queue::StdinQueue>> {
         self.stdin.lock().ok().and_then(|q| q.clone())
     }
 
