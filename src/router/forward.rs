@@ -211,17 +211,16 @@ impl Router {
                 .as_ref()
                 .err()
                 .is_some_and(UpstreamError::is_supervised);
+            // Parked, reconnecting or not reading: no retry, the client
+            // gets the answer at once instead of a wait here.
+            let max_attempts = match &result {
+                Err(e) if e.retry_cannot_help() => retries + 1,
+                _ => max_attempts,
+            };
             if !supervised {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }
-            // Parked, reconnecting or not reading: the client gets the
-            // answer at once instead of a wait here.
-            let futile = result
-                .as_ref()
-                .err()
-                .is_some_and(UpstreamError::retry_cannot_help);
             if retries + 1 < max_attempts
-                && !futile
                 && let Some(backoff) = policy.retry_after(verdict, safety.safe, retries)
             {
                 // Honour the upstream's Retry-After (up to a minute).
