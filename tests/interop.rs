@@ -153,6 +153,12 @@ async fn start_everything_http(mode: &str) -> (tokio::process::Child, u16) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
+    (start_everything_http_on(mode, port).await, port)
+}
+
+/// Starts server-everything in an HTTP mode on `port` and waits for its
+/// "listening" line.
+async fn start_everything_http_on(mode: &str, port: u16) -> tokio::process::Child {
     let mut node = tokio::process::Command::new("node")
         .args([
             "--require",
@@ -182,7 +188,96 @@ async fn start_everything_http(mode: &str) -> (tokio::process::Child, u16) {
         "server-everything ({mode}) did not start"
     );
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (node, port)
+    node
+}
+
+/// Issue 13 item 10: server-everything's 2024-11-05 SSE mode stopped for
+/// 3 s and restarted on the same port is used again within seconds (was:
+/// parked for 30 s after five refused reconnects).
+#[tokio::test]
+#[ignore = "needs real peers: run scripts/test.sh"]
+async fn server_everything_over_old_sse_down_for_3s_is_used_again_within_seconds() {
+    let (mut node, port) = start_everything_http("sse").await;
+    let mut upstream = UpstreamConfig::http(format!("http://127.0.0.1:{port}/sse"));
+    upstream.transport = ballast::config::RemoteTransport::Sse;
+    let mut config = ballast::Config::default();
+    config.add_upstream("everything", upstream);
+    let gw = TestGateway::start(config).await;
+    let mut c = support::McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool("echo", serde_json::json!({ "message": "one" }))
+        .await;
+    assert_eq!(support::text_of(&r), "Echo: one", "{r}");
+    node.start_kill().expect("stop server-everything");
+    let _ = node.wait().await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the outage
+    let mut node = start_everything_http_on("sse", port).await;
+    let back = tokio::time::Instant::now();
+    let mut last = Value::Null;
+    while back.elapsed() < Duration::from_secs(60) {
+        last = c
+            .call_tool("echo", serde_json::json!({ "message": "two" }))
+            .await;
+        if last["result"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = back.elapsed();
+    println!("server-everything (sse) restarted: first success after {took:?}");
+    assert_eq!(support::text_of(&last), "Echo: two", "{last}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "first success after {took:?}"
+    );
+    gw.stop().await;
+    node.start_kill().expect("stop server-everything");
+    let _ = node.wait().await;
+}
+
+/// Issue 13 item 9: server-everything restarted on the same port answers
+/// `400 "No valid session ID provided"` for the session Ballast holds;
+/// Ballast re-initializes and the next call succeeds (was: 66–89 s of
+/// `upstream answered HTTP 400`).
+#[tokio::test]
+#[ignore = "needs real peers: run scripts/test.sh"]
+async fn a_restarted_server_everything_is_used_again_within_2s() {
+    let (mut node, port) = start_everything_http("streamableHttp").await;
+    let mut config = ballast::Config::default();
+    config.add_upstream(
+        "everything",
+        UpstreamConfig::http(format!("http://127.0.0.1:{port}/mcp")),
+    );
+    let gw = TestGateway::start(config).await;
+    let mut c = support::McpClient::connect(&gw.url).await;
+    let r = c
+        .call_tool("echo", serde_json::json!({ "message": "one" }))
+        .await;
+    assert_eq!(support::text_of(&r), "Echo: one", "{r}");
+    node.start_kill().expect("stop server-everything");
+    let _ = node.wait().await;
+    let mut node = start_everything_http_on("streamableHttp", port).await;
+    let back = tokio::time::Instant::now();
+    let mut last = Value::Null;
+    while back.elapsed() < Duration::from_secs(100) {
+        last = c
+            .call_tool("echo", serde_json::json!({ "message": "two" }))
+            .await;
+        if last["result"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = back.elapsed();
+    println!("server-everything restarted: first success after {took:?}");
+    assert_eq!(support::text_of(&last), "Echo: two", "{last}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "first success after {took:?}"
+    );
+    gw.stop().await;
+    node.start_kill().expect("stop server-everything");
+    let _ = node.wait().await;
 }
 
 #[tokio::test]

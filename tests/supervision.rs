@@ -162,7 +162,7 @@ async fn a_remote_upstream_that_stops_answering_probes_turns_readiness_red_until
 
 #[tokio::test]
 async fn failed_health_probes_open_the_upstream_breaker() {
-    let (a, _, b) = behind_a_remote_gateway("probed", |upstream| {
+    let (a, a_addr, b) = behind_a_remote_gateway("probed", |upstream| {
         upstream.supervision.probe_interval = Duration::from_millis(50);
         upstream.supervision.probe_timeout = Duration::from_millis(100);
         // Probes alone never trigger a reconnect here: only the breaker reacts.
@@ -174,7 +174,10 @@ async fn failed_health_probes_open_the_upstream_breaker() {
     let mut c = McpClient::connect(&b.url).await;
     let r = c.call_tool("echo", json!({ "message": "up" })).await;
     assert_eq!(text_of(&r), "up");
-    a.stop().await; // No more answers to probes.
+    a.stop().await;
+    // Something still accepts at A's address but never answers: probes
+    // time out (a refused connection would be a reconnect, not a failure).
+    let _silent = tokio::net::TcpListener::bind(a_addr).await.expect("rebind");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         // No call reaches the upstream while we wait for the breaker: the

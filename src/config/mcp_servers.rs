@@ -2,6 +2,8 @@
 //! Code use: `{"mcpServers": {"name": {"command", "args", "env", "cwd"} |
 //! {"url", "headers"}}}`. Fields those tools add for themselves
 //! (`autoApprove`, `alwaysAllow`, …) are ignored; `"disabled": true` skips an entry.
+//! Ballast's own key `"required": false` marks an upstream optional
+//! (readiness and `initialize` do not wait for it); other tools ignore it.
 
 use std::path::Path;
 
@@ -34,6 +36,13 @@ struct Entry {
     kind: Option<String>,
     #[serde(default)]
     disabled: bool,
+    /// Ballast's own: whether readiness waits for it. Default true.
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Parses `mcpServers` JSON text into a config with default settings.
@@ -65,6 +74,7 @@ pub fn from_mcp_servers_json(src: &str, path: &Path) -> Result<Config, ConfigErr
         u.env = e.env;
         u.cwd = e.cwd;
         u.headers = e.headers;
+        u.required = e.required;
         let at = src.find(&format!("\"{name}\"")).unwrap_or(0);
         config.upstreams.insert(name, toml::Spanned::new(at..at, u));
     }
@@ -111,10 +121,13 @@ mod tests {
             "time": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}, "autoApprove": []},
             "remote": {"url": "http://127.0.0.1:3001/mcp", "headers": {"X-Key": "k"}, "type": "http"},
             "old": {"url": "http://127.0.0.1:3002/sse", "type": "sse"},
-            "off": {"command": "x", "disabled": true}
+            "off": {"command": "x", "disabled": true},
+            "optional": {"command": "uvx", "args": ["mcp-server-fetch"], "required": false}
         }}"#;
         let c = from_mcp_servers_json(src, Path::new("m.json")).unwrap();
-        assert_eq!(c.upstreams.len(), 3);
+        assert_eq!(c.upstreams.len(), 4);
+        assert!(c.upstreams["time"].get_ref().required);
+        assert!(!c.upstreams["optional"].get_ref().required);
         assert_eq!(c.upstreams["old"].get_ref().kind(), UpstreamKind::Sse);
         assert_eq!(c.upstreams["time"].get_ref().kind(), UpstreamKind::Stdio);
         assert_eq!(c.upstreams["time"].get_ref().env["TZ"], "UTC");

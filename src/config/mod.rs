@@ -78,9 +78,12 @@ pub struct ServerConfig {
     /// Interval between SSE keep-alive comments on idle streams. Default 15 s.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
-    /// How long a downstream `initialize` waits for required upstreams to
-    /// finish their own initialization before answering with what is ready.
-    /// Default 10 s.
+    /// How long a downstream `initialize` waits for required upstreams on
+    /// their very first try since Ballast started (a child still starting)
+    /// before answering with what is ready. One that has failed a try
+    /// (down, cannot start), is parked, or was up before is not waited for:
+    /// sessions start with the upstreams that are up, the others' tools
+    /// join later with `list_changed`. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub startup_wait: Duration,
     /// How long a finished (or abandoned) SSE stream stays resumable with
@@ -266,7 +269,9 @@ pub struct UpstreamConfig {
     pub headers: IndexMap<String, String>,
     /// Namespace prefix for this upstream's tools and prompts. Default: its name.
     pub prefix: Option<String>,
-    /// Whether `/readyz` waits for this upstream. Default true.
+    /// Whether `/readyz` waits for this upstream (and `initialize` during
+    /// its first try, see `startup_wait`). Default true; in `mcpServers`
+    /// JSON, `"required": false`.
     #[serde(default = "yes")]
     pub required: bool,
     /// Roots (`file://` URIs) Ballast answers this upstream's `roots/list`
@@ -341,8 +346,10 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisionConfig {
-    /// Park after this many lost connections (crashes) or failed starts
-    /// within `park_window`. Default 5.
+    /// Park a child after this many crashes (lost connections, or started
+    /// and failed its handshake) within `park_window`. Default 5. A program
+    /// that cannot start and a remote upstream that is down are never
+    /// parked: they are retried with backoff (up to 10 s; 1 s for remotes).
     pub park_after: u32,
     /// The window for counting crashes. Default 60 s.
     #[serde(with = "humantime_serde")]

@@ -1,5 +1,8 @@
 //! `/healthz` (the process serves HTTP) and `/readyz` (every required
-//! upstream is initialized and the gateway is not draining), both JSON;
+//! upstream is initialized and the gateway is not draining), both JSON —
+//! per upstream its state (`stalled`: a child not reading its stdin), last
+//! error, failed attempts, `retry_in_ms` (when the supervisor tries again)
+//! and the notifications dropped because a child's queue was full;
 //! `/metrics`, the Prometheus text exposition ([`crate::observe::metrics`]).
 //! Not subject to Host/Origin checks: load balancers and scrapers probe by IP.
 
@@ -26,13 +29,34 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         .upstreams()
         .iter()
         .map(|u| {
-            let (state, detail, pid) = match u.state() {
-                UpstreamState::Ready(c) => ("ready", None, c.pid()),
-                UpstreamState::Connecting { last_error, .. } => ("connecting", last_error, None),
-                UpstreamState::Parked { last_error, .. } => ("parked", last_error, None),
+            let now = u.state();
+            let (state, detail, pid) = match &now {
+                UpstreamState::Ready(c) => match c.write_stall() {
+                    // A child that stopped reading its stdin (write stall).
+                    Some(stalled) => (
+                        "stalled",
+                        Some(format!(
+                            "not reading its input for {} ms",
+                            stalled.as_millis()
+                        )),
+                        c.pid(),
+                    ),
+                    None => ("ready", None, c.pid()),
+                },
+                UpstreamState::Connecting { last_error, .. } => {
+                    ("connecting", last_error.clone(), None)
+                }
+                UpstreamState::Parked { last_error, .. } => ("parked", last_error.clone(), None),
                 UpstreamState::Stopped => ("stopped", None, None),
             };
-            json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid })
+            let (attempt, dropped) = match &now {
+                UpstreamState::Connecting { attempt, .. } => (Some(*attempt), 0),
+                UpstreamState::Ready(c) => (None, c.dropped_frames()),
+                _ => (None, 0),
+            };
+            let retry_in_ms = now.retry_in().map(|d| d.as_millis() as u64);
+            json!({ "name": &*u.name, "state": state, "required": u.config.required, "error": detail, "pid": pid,
+                    "attempt": attempt, "retry_in_ms": retry_in_ms, "dropped_notifications": dropped })
         })
         .collect();
     let draining = gw.is_draining();

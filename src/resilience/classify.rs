@@ -92,9 +92,10 @@ pub fn classify(outcome: &Result<Response, UpstreamError>) -> Verdict {
         },
         Err(e) => match e {
             // Never sent.
-            UpstreamError::Spawn { .. } | UpstreamError::NotConnected => {
-                v(FailureClass::Transient, false)
-            }
+            UpstreamError::Spawn { .. }
+            | UpstreamError::NotConnected
+            | UpstreamError::Unavailable { .. }
+            | UpstreamError::InputFull { .. } => v(FailureClass::Transient, false),
             UpstreamError::Http(err) if err.is_connect() => v(FailureClass::Transient, false),
             UpstreamError::HttpStatus { status, .. } => match status {
                 429 | 502 | 503 | 504 => v(FailureClass::Transient, false),
@@ -159,6 +160,22 @@ mod tests {
             (
                 "not connected",
                 Err(UpstreamError::NotConnected),
+                Transient,
+                false,
+            ),
+            (
+                "parked or reconnecting",
+                Err(UpstreamError::Unavailable {
+                    state: "parked",
+                    detail: None,
+                    retry_after: Duration::from_secs(1),
+                }),
+                Transient,
+                false,
+            ),
+            (
+                "child not reading its input",
+                Err(UpstreamError::InputFull { stalled_for: None }),
                 Transient,
                 false,
             ),

@@ -231,10 +231,16 @@ impl Router {
             // A lost connection is supervision's business (restart, parking),
             // not a sign of bad answers: one crash fails every call in flight
             // at once and must not open the breakers. Neither does a cancel.
-            let supervised = matches!(
-                result,
-                Err(UpstreamError::Closed | UpstreamError::NotConnected | UpstreamError::Cancelled)
-            );
+            let supervised = result
+                .as_ref()
+                .err()
+                .is_some_and(UpstreamError::is_supervised);
+            // Parked, reconnecting or not reading: no retry, the client
+            // gets the answer at once instead of a wait here.
+            let max_attempts = match &result {
+                Err(e) if e.retry_cannot_help() => retries + 1,
+                _ => max_attempts,
+            };
             if !supervised {
                 permits.into_iter().for_each(|p| p.record(unhealthy));
             }

@@ -133,18 +133,23 @@ impl Router {
         fresh
     }
 
-    /// Whether every required upstream is ready.
+    /// Whether every required upstream is ready (and, for a child, reading
+    /// its input: not in a write stall).
     pub fn is_ready(&self) -> bool {
-        self.upstreams
-            .iter()
-            .all(|u| !u.config.required || matches!(u.state(), UpstreamState::Ready(_)))
+        self.upstreams.iter().all(|u| {
+            !u.config.required
+                || matches!(u.state(), UpstreamState::Ready(c) if c.write_stall().is_none())
+        })
     }
 
-    /// Waits up to the configured `startup_wait` for every required upstream.
+    /// Waits, at most the configured `startup_wait` in all, for the required
+    /// upstreams still on their first try since Ballast started
+    /// ([`Upstream::first_try`]); one that is down, cannot start, is parked
+    /// or was up before is not waited for.
     pub async fn wait_ready(&self) {
         let all = async {
             for u in self.upstreams.iter().filter(|u| u.config.required) {
-                let _ = u.connection(self.startup_wait).await;
+                u.first_try(self.startup_wait).await;
             }
         };
         let _ = tokio::time::timeout(self.startup_wait, all).await;

@@ -58,6 +58,9 @@ pub struct Connection {
     closed: CancellationToken,
     info: OnceLock<ServerInfo>,
     request_timeout: Duration,
+    /// Woken when a request found nobody listening (connection refused):
+    /// the supervisor probes at once instead of at the next interval.
+    unreachable: tokio::sync::Notify,
 }
 
 impl Connection {
@@ -86,6 +89,7 @@ impl Connection {
             closed,
             info: OnceLock::new(),
             request_timeout: cfg.request_timeout,
+            unreachable: tokio::sync::Notify::new(),
         });
         tokio::spawn(conn.clone().dispatch(rx, events));
         Ok(conn)
@@ -169,6 +173,11 @@ impl Connection {
         params: Option<Box<RawValue>>,
         deadline: Deadline,
     ) -> Result<Response, UpstreamError> {
+        // The deadline covers the whole call: the wait for room in the
+        // upstream's input queue too.
+        let start = tokio::time::Instant::now();
+        let cap = start + deadline.max.max(deadline.timeout);
+        let mut expires = (start + deadline.timeout).min(cap);
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
         let frame = Message::Request(Request {
@@ -177,13 +186,14 @@ impl Connection {
             params,
         })
         .to_bytes();
-        if let Err(e) = self.transport.send(frame, Some(id), Some(method)).await {
+        let sent = self
+            .transport
+            .send(frame, Some(id), Some(method), Some(expires))
+            .await;
+        if let Err(e) = sent {
             self.lock_pending().remove(&id);
             return Err(e);
         }
-        let start = tokio::time::Instant::now();
-        let cap = start + deadline.max.max(deadline.timeout);
-        let mut expires = (start + deadline.timeout).min(cap);
         tokio::pin!(rx);
         loop {
             let progressed = async {
@@ -224,7 +234,7 @@ impl Connection {
             params,
         })
         .to_bytes();
-        self.transport.send(frame, None, Some(method)).await
+        self.transport.send(frame, None, Some(method), None).await
     }
 
     /// Answers a request the upstream sent (server→client direction).
@@ -241,7 +251,7 @@ impl Connection {
             outcome,
         })
         .to_bytes();
-        self.transport.send(frame, None, None).await
+        self.transport.send(frame, None, None, None).await
     }
 
     /// Stops waiting for request `id` and tells the upstream to stop too
@@ -269,6 +279,24 @@ impl Connection {
     /// Resolves when the connection is gone (child exited or closed).
     pub(crate) async fn closed(&self) {
         self.closed.cancelled().await;
+    }
+
+    /// Resolves once a request on this connection found nobody listening
+    /// at the upstream's address (see [`UpstreamError::is_unreachable`]).
+    pub(crate) async fn unreachable_seen(&self) {
+        self.unreachable.notified().await;
+    }
+
+    /// How long a stdio child has not been reading its input, while it is
+    /// stalled (write stall); `None` otherwise and for remote upstreams.
+    pub fn write_stall(&self) -> Option<Duration> {
+        self.transport.stalled_for()
+    }
+
+    /// Notifications and responses to a stdio child dropped because its
+    /// input queue was full.
+    pub fn dropped_frames(&self) -> u64 {
+        self.transport.dropped()
     }
 
     /// The stdio child's pid, if any.
@@ -299,6 +327,9 @@ impl Connection {
             let Some(incoming) = incoming else { break };
             match incoming {
                 Incoming::Failed { id, error } => {
+                    if error.is_unreachable() {
+                        self.unreachable.notify_one();
+                    }
                     if let Some(answer) = self.lock_pending().remove(&id) {
                         let _ = answer.send(Err(error));
                     }

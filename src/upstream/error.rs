@@ -48,6 +48,28 @@ pub enum UpstreamError {
     /// The request was cancelled (by the downstream client or the drain).
     #[error("cancelled")]
     Cancelled,
+    /// A stdio child's input queue had no room until the request's deadline,
+    /// or the child is known to have stopped reading (a write stall, for
+    /// `stalled_for`): the message was never written. Not retried: the
+    /// next attempt would wait the same way.
+    #[error("not sent: the child is not reading its input{}", stalled_for.map(|d| format!(" (for {} ms)", d.as_millis())).unwrap_or_default())]
+    InputFull {
+        /// How long the child has not been reading, if a stall was detected.
+        stalled_for: Option<Duration>,
+    },
+    /// Refused without waiting: the upstream is parked (a crash-looping
+    /// child) or reconnecting after failed attempts (a remote upstream that
+    /// is down, a child that cannot start). Never sent.
+    #[error("upstream is {state}{}; retry in {} ms", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default(), retry_after.as_millis())]
+    Unavailable {
+        /// `parked` or `reconnecting`.
+        state: &'static str,
+        /// Why: the last failure (e.g. `connection refused`,
+        /// `5 crashes within 60s`).
+        detail: Option<String>,
+        /// When the supervisor tries again (end of parking, next attempt).
+        retry_after: Duration,
+    },
 }
 
 impl UpstreamError {
@@ -74,6 +96,58 @@ impl UpstreamError {
         }
     }
 
+    /// The message with its innermost cause appended when the message does
+    /// not show it (reqwest's says `error sending request for url (…)`
+    /// and hides `Connection refused`): for logs, `/readyz` and `data.detail`.
+    pub fn with_cause(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        let mut innermost = None;
+        while let Some(c) = cause {
+            innermost = Some(c);
+            cause = c.source();
+        }
+        if let Some(c) = innermost.map(ToString::to_string)
+            && !text.ends_with(&c)
+        {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        text
+    }
+
+    /// Whether this is nobody listening at a remote upstream's address
+    /// (connection refused or connect timeout): the request never left, and
+    /// the connection is the supervisor's to re-establish.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, UpstreamError::Http(e) if e.is_connect())
+    }
+
+    /// Whether the failure is supervision's business (a lost or absent
+    /// connection, restarts and parking) rather than a sign of bad answers,
+    /// so it feeds no circuit breaker: one crash fails every call in flight
+    /// at once, and a remote upstream that is down is reconnected.
+    pub fn is_supervised(&self) -> bool {
+        self.is_unreachable()
+            || matches!(
+                self,
+                UpstreamError::Closed
+                    | UpstreamError::NotConnected
+                    | UpstreamError::Cancelled
+                    | UpstreamError::Unavailable { .. }
+            )
+    }
+
+    /// Whether another attempt now cannot help: the upstream is parked or
+    /// reconnecting (the client gets `retry_after_ms` instead), or a stdio
+    /// child is not reading its input (a retry would wait its deadline again).
+    pub fn retry_cannot_help(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unavailable { .. } | UpstreamError::InputFull { .. }
+        )
+    }
+
     /// A short stable name for logs, metrics and error `data`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -85,6 +159,8 @@ impl UpstreamError {
             UpstreamError::Http(_) => "http_transport",
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Cancelled => "cancelled",
+            UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::InputFull { .. } => "input_full",
         }
     }
 
@@ -105,6 +181,22 @@ impl UpstreamError {
             if let Some(wait) = retry_after {
                 data["retry_after_ms"] = json!(wait.as_millis() as u64);
             }
+        }
+        if let UpstreamError::Unavailable {
+            state,
+            detail,
+            retry_after,
+        } = self
+        {
+            data["state"] = json!(state);
+            data["detail"] = json!(detail);
+            data["retry_after_ms"] = json!(retry_after.as_millis() as u64);
+        }
+        if let UpstreamError::InputFull {
+            stalled_for: Some(stalled),
+        } = self
+        {
+            data["stalled_ms"] = json!(stalled.as_millis() as u64);
         }
         e.data = Some(data);
         e

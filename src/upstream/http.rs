@@ -3,8 +3,8 @@
 //! Every request is its own POST; its answer comes back as JSON or as an SSE
 //! stream, and everything read from that stream is tagged with the request
 //! id (its *origin*). The `Mcp-Session-Id` the server issued is kept and sent
-//! on every request; a 404 on a session means the server forgot it, so the
-//! transport replays the recorded `initialize` + `notifications/initialized`
+//! on every request; a 404 (or, from TypeScript SDK servers, a 400) on a
+//! session means the server forgot it, so the transport replays the recorded `initialize` + `notifications/initialized`
 //! and retries the request once — the caller never sees it (SPEC.md 11).
 //! After `notifications/initialized`, a GET stream is held open for
 //! server→client messages (405 means the server offers none). An answer
@@ -58,7 +58,7 @@ struct Inner {
     headers: HeaderMap,
     incoming: mpsc::Sender<Incoming>,
     state: std::sync::Mutex<SessionState>,
-    /// Serializes re-initialization after a 404.
+    /// Serializes re-initialization after a lost session (404 or 400).
     reinit: tokio::sync::Mutex<()>,
     /// Bumped on every (re-)initialization.
     generation: AtomicU64,
@@ -169,6 +169,22 @@ impl HttpTransport {
     }
 }
 
+/// Whether `status`, answering a request that carried the upstream's
+/// `Mcp-Session-Id`, means the upstream no longer knows that session.
+///
+/// SPEC.md 11 says 404; the TypeScript SDK's servers (server-everything's
+/// Streamable HTTP mode among them) answer `400 "No valid session ID
+/// provided"` instead, so a restarted one would otherwise fail every call
+/// until health probes noticed. Either status is an HTTP-level refusal:
+/// the server did not accept the JSON-RPC message (T25: "If the server
+/// cannot accept the input, it MUST return an HTTP error status code"), so
+/// re-sending it once after re-initializing cannot repeat an effect, safe
+/// tool or not. A 400 for another reason costs one extra `initialize`; the
+/// second 400 goes to the caller.
+fn session_lost(status: StatusCode) -> bool {
+    status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST
+}
+
 impl Inner {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -200,8 +216,9 @@ impl Inner {
         req
     }
 
-    /// POSTs one frame; on a 404 for a known session, re-initializes and
-    /// retries once. Answers are forwarded to the incoming channel.
+    /// POSTs one frame; on a lost session ([`session_lost`]: 404 or 400 to
+    /// a request that carried the session id), re-initializes and retries
+    /// once. Answers are forwarded to the incoming channel.
     async fn post(
         self: &Arc<Self>,
         frame: Bytes,
@@ -219,8 +236,8 @@ impl Inner {
                 .send()
                 .await?;
             let status = resp.status();
-            if status == StatusCode::NOT_FOUND && had_session && !is_initialize && attempt == 0 {
-                tracing::info!(upstream = %self.name, "upstream forgot the session (404); re-initializing");
+            if session_lost(status) && had_session && !is_initialize && attempt == 0 {
+                tracing::info!(upstream = %self.name, status = status.as_u16(), "upstream forgot the session; re-initializing");
                 self.reinitialize(generation).await?;
                 continue;
             }
@@ -395,7 +412,7 @@ impl Inner {
     /// Replays `initialize` and `notifications/initialized` on a new session,
     /// unless another task already did since `seen_generation`. The old
     /// session id stays in use until the new session is fully set up, so
-    /// requests sent meanwhile get a 404 and retry, never a 400.
+    /// requests sent meanwhile get a 404 (or 400) and retry with it.
     async fn reinitialize(self: &Arc<Self>, seen_generation: u64) -> Result<(), UpstreamError> {
         let _guard = self.reinit.lock().await;
         if self.generation.load(Ordering::SeqCst) != seen_generation {
@@ -466,7 +483,7 @@ impl Inner {
                     tracing::debug!(upstream = %self.name, "upstream offers no GET stream (405)");
                     return;
                 }
-                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                Ok(r) if session_lost(r.status()) => {
                     last_event_id = None;
                     if let Err(e) = self.reinitialize(generation).await {
                         tracing::debug!(upstream = %self.name, error = %e, "re-initialization failed");

@@ -13,6 +13,7 @@ mod http;
 mod lists;
 mod process_tree;
 mod sse;
+mod stdin_queue;
 mod stdio;
 mod transport;
 
@@ -32,10 +33,14 @@ pub(crate) use self::stdio::{read_line_bounded, write_lines};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Notification, Request};
 
-/// First pause before reconnecting; doubles per failure up to [`MAX_BACKOFF`].
+/// First pause before reconnecting; doubles per failure up to [`MAX_BACKOFF`]
+/// (a child) or [`MAX_REMOTE_BACKOFF`] (a remote upstream).
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest pause between reconnect attempts.
+/// Longest pause between attempts to start a child.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest pause between attempts to reach a remote upstream: one that is
+/// back is used again within about this long (issue 13 item 10).
+const MAX_REMOTE_BACKOFF: Duration = Duration::from_secs(1);
 /// A connection that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -100,24 +105,75 @@ impl Drop for Handled {
 /// Where an upstream is in its life.
 #[derive(Clone)]
 pub enum UpstreamState {
-    /// Connecting or restarting; `attempt` counts failures since the last success.
+    /// Connecting or restarting; `attempt` counts failures since the last
+    /// success (0: the first try is under way, calls wait for it; more:
+    /// calls are refused at once with [`UpstreamError::Unavailable`]).
     Connecting {
         /// Failed attempts so far.
         attempt: u32,
         /// The last failure, for `/readyz`.
         last_error: Option<String>,
+        /// When the next attempt starts, after a failed one.
+        retry_at: Option<tokio::time::Instant>,
     },
     /// Initialized and serving.
     Ready(Arc<Connection>),
-    /// Crashed too often: hidden from the catalog until `park_duration` passes.
+    /// A child crashed too often: hidden from the catalog until `until`
+    /// (`park_duration` after it was parked). Remote upstreams are never
+    /// parked: they reconnect with backoff.
     Parked {
         /// Crashes counted in the window.
         crashes: u32,
         /// The last failure.
         last_error: Option<String>,
+        /// When it tries again.
+        until: tokio::time::Instant,
     },
     /// Shut down.
     Stopped,
+}
+
+impl UpstreamState {
+    /// How long until the supervisor tries again, while parked or waiting
+    /// between attempts (at least [`MIN_BACKOFF`]); `None` otherwise.
+    pub fn retry_in(&self) -> Option<Duration> {
+        let at = match self {
+            UpstreamState::Parked { until, .. } => *until,
+            UpstreamState::Connecting {
+                retry_at: Some(at), ..
+            } => *at,
+            _ => return None,
+        };
+        Some(
+            at.saturating_duration_since(tokio::time::Instant::now())
+                .max(MIN_BACKOFF),
+        )
+    }
+}
+
+/// How a failed connect attempt counts for supervision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// A child that started and then failed (exited, broke or timed out
+    /// the handshake): counts toward parking.
+    Crash,
+    /// The program could not be started at all (not found, not
+    /// executable): retried with backoff, never parked.
+    CannotStart,
+    /// A remote upstream that could not be reached or refused to
+    /// initialize: retried with backoff capped at [`MAX_REMOTE_BACKOFF`],
+    /// never parked.
+    Unreachable,
+}
+
+impl Failure {
+    fn of(error: &UpstreamError, remote: bool) -> Self {
+        match error {
+            _ if remote => Failure::Unreachable,
+            UpstreamError::Spawn { .. } => Failure::CannotStart,
+            _ => Failure::Crash,
+        }
+    }
 }
 
 /// One configured upstream and its supervisor state.
@@ -132,6 +188,9 @@ pub struct Upstream {
     state: watch::Sender<UpstreamState>,
     lists: std::sync::RwLock<Arc<Lists>>,
     generation: AtomicU64,
+    /// Set once it has been ready: later outages are not waited for by
+    /// `initialize` (see [`Upstream::first_try`]).
+    ever_ready: std::sync::atomic::AtomicBool,
     stderr_tail: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     breaker: Arc<crate::resilience::Breaker>,
 }
@@ -146,9 +205,11 @@ impl Upstream {
             state: watch::Sender::new(UpstreamState::Connecting {
                 attempt: 0,
                 last_error: None,
+                retry_at: None,
             }),
             lists: std::sync::RwLock::new(Arc::new(Lists::default())),
             generation: AtomicU64::new(0),
+            ever_ready: std::sync::atomic::AtomicBool::new(false),
             stderr_tail: Arc::default(),
             breaker: crate::resilience::Breaker::new(
                 format!("upstream:{name}"),
@@ -177,20 +238,51 @@ impl Upstream {
         }
     }
 
-    /// Waits up to `wait` for a live connection.
+    /// The live connection; while the upstream's first try (to start, or
+    /// to come back after a lost connection) is under way, waits up to
+    /// `wait` for it.
     ///
     /// # Errors
-    /// [`UpstreamError::NotConnected`] if none appears in time or the
-    /// upstream is stopped.
+    /// [`UpstreamError::Unavailable`] at once when the upstream is parked
+    /// or a try has failed and the next is pending (its `retry_after` says
+    /// when); [`UpstreamError::NotConnected`] if it is still starting after
+    /// `wait`, or stopped.
     pub async fn connection(&self, wait: Duration) -> Result<Arc<Connection>, UpstreamError> {
         let mut rx = self.state.subscribe();
-        let ready = rx.wait_for(|s| matches!(s, UpstreamState::Ready(_) | UpstreamState::Stopped));
-        match tokio::time::timeout(wait, ready).await {
-            Ok(Ok(s)) => match &*s {
-                UpstreamState::Ready(c) => Ok(c.clone()),
-                _ => Err(UpstreamError::NotConnected),
-            },
-            _ => Err(UpstreamError::NotConnected),
+        let settled = async {
+            rx.wait_for(|s| !matches!(s, UpstreamState::Connecting { attempt: 0, .. }))
+                .await
+                .map(|s| s.clone())
+        };
+        let state = match tokio::time::timeout(wait, settled).await {
+            Ok(Ok(state)) => state,
+            _ => return Err(UpstreamError::NotConnected),
+        };
+        let retry_after = state.retry_in().unwrap_or(MIN_BACKOFF);
+        match state {
+            UpstreamState::Ready(c) => Ok(c),
+            UpstreamState::Parked { last_error, .. } => Err(UpstreamError::Unavailable {
+                state: "parked",
+                detail: last_error,
+                retry_after,
+            }),
+            UpstreamState::Connecting { last_error, .. } => Err(UpstreamError::Unavailable {
+                state: "reconnecting",
+                detail: last_error,
+                retry_after,
+            }),
+            UpstreamState::Stopped => Err(UpstreamError::NotConnected),
+        }
+    }
+
+    /// Waits up to `wait` while the upstream is on its very first try since
+    /// Ballast started (a child starting up, a remote being reached);
+    /// returns at once once it has been ready, or once a try has failed
+    /// (down, cannot start) or it is parked — a session then starts without
+    /// it, and its tools join later with `list_changed`.
+    pub async fn first_try(&self, wait: Duration) {
+        if !self.ever_ready.load(Ordering::SeqCst) {
+            let _ = self.connection(wait).await;
         }
     }
 
@@ -231,6 +323,9 @@ impl Upstream {
     }
 
     fn set_state(&self, state: UpstreamState) {
+        if matches!(state, UpstreamState::Ready(_)) {
+            self.ever_ready.store(true, Ordering::SeqCst);
+        }
         // A restarting upstream keeps its catalog (calls wait for it); a
         // parked or stopped one is hidden.
         if matches!(state, UpstreamState::Parked { .. } | UpstreamState::Stopped)
@@ -247,68 +342,74 @@ impl Upstream {
     /// publishes `Ready`, and starts over when the connection ends (a stdio
     /// child that exits is restarted). On `stop`, closes the connection
     /// (stdin-close → SIGTERM → SIGKILL for a child) and publishes `Stopped`.
+    ///
+    /// What counts toward parking (`park_after` within `park_window`) is a
+    /// child's crash: a lost connection, or a started child that failed its
+    /// handshake. A program that cannot start ("cannot start: not found")
+    /// and a remote upstream that is down are retried with backoff (capped
+    /// at [`MAX_BACKOFF`] and [`MAX_REMOTE_BACKOFF`]) and never parked.
     pub async fn supervise(
         self: Arc<Self>,
         events: mpsc::Sender<UpstreamEvent>,
         stop: CancellationToken,
     ) {
+        let remote = !matches!(self.config.kind(), crate::config::UpstreamKind::Stdio);
+        let max_backoff = if remote {
+            MAX_REMOTE_BACKOFF
+        } else {
+            MAX_BACKOFF
+        };
         let mut backoff = MIN_BACKOFF;
         let mut attempt = 0u32;
         let sup = self.config.supervision.clone();
         let mut crashes: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
         while !stop.is_cancelled() {
-            match self.connect(&events, &stop).await {
+            let failed = match self.connect(&events, &stop).await {
                 Ok(conn) => {
                     attempt = 0;
                     self.set_state(UpstreamState::Ready(conn.clone()));
-                    let _ = events
-                        .send(UpstreamEvent::StateChanged {
-                            upstream: self.index,
-                        })
-                        .await;
+                    self.announce(&events).await;
                     let since = Instant::now();
-                    tokio::select! {
-                        () = conn.closed() => {}
-                        () = self.probe(&conn) => {
-                            tracing::warn!(upstream = %self.name, "health probes unanswered; reconnecting");
+                    let lost = tokio::select! {
+                        () = conn.closed() => "connection lost",
+                        reason = self.probe(&conn) => {
+                            tracing::warn!(upstream = %self.name, reason, "reconnecting");
                             conn.close().await;
+                            reason
                         }
                         () = stop.cancelled() => {
                             conn.close().await;
                             break;
                         }
-                    }
+                    };
                     let tail = self.stderr_tail().join("\n");
                     tracing::warn!(upstream = %self.name, stderr_tail = %tail, "upstream connection lost; restarting");
                     crate::observe::metrics::upstream_restart(&self.name);
-                    crashes.push_back(Instant::now());
+                    if !remote {
+                        crashes.push_back(Instant::now());
+                    }
                     self.set_state(UpstreamState::Connecting {
                         attempt: 0,
-                        last_error: Some("connection lost".into()),
+                        last_error: Some(lost.into()),
+                        retry_at: None,
                     });
-                    let _ = events
-                        .send(UpstreamEvent::StateChanged {
-                            upstream: self.index,
-                        })
-                        .await;
+                    self.announce(&events).await;
                     if since.elapsed() >= STABLE_AFTER {
                         backoff = MIN_BACKOFF;
                     }
+                    None
                 }
+                Err(_) if stop.is_cancelled() => break,
                 Err(e) => {
                     attempt += 1;
-                    if attempt == 1 {
-                        tracing::warn!(upstream = %self.name, error = %e, "upstream not available yet; retrying with backoff");
-                    } else {
-                        tracing::debug!(upstream = %self.name, error = %e, attempt, "upstream connect attempt failed");
+                    let failure = Failure::of(&e, remote);
+                    self.log_failure(failure, &e, attempt, max_backoff);
+                    if failure == Failure::Crash {
+                        crashes.push_back(Instant::now());
                     }
-                    self.set_state(UpstreamState::Connecting {
-                        attempt,
-                        last_error: Some(e.to_string()),
-                    });
-                    crashes.push_back(Instant::now());
+                    Some(e)
                 }
-            }
+            };
             while crashes
                 .front()
                 .is_some_and(|t| t.elapsed() > sup.park_window)
@@ -328,13 +429,13 @@ impl Upstream {
                 );
                 self.set_state(UpstreamState::Parked {
                     crashes: count,
-                    last_error: Some(format!("{count} crashes within {:?}", sup.park_window)),
+                    last_error: Some(format!(
+                        "crash-looping: {count} crash(es) within {:?}",
+                        sup.park_window
+                    )),
+                    until: tokio::time::Instant::now() + sup.park_duration,
                 });
-                let _ = events
-                    .send(UpstreamEvent::StateChanged {
-                        upstream: self.index,
-                    })
-                    .await;
+                self.announce(&events).await;
                 tokio::select! {
                     () = tokio::time::sleep(sup.park_duration) => {}
                     () = stop.cancelled() => break,
@@ -344,13 +445,25 @@ impl Upstream {
             }
             // Full jitter on the upper half: never a thundering herd of restarts.
             let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+            if let Some(e) = failed {
+                self.set_state(UpstreamState::Connecting {
+                    attempt,
+                    last_error: Some(e.with_cause()),
+                    retry_at: Some(tokio::time::Instant::now() + pause),
+                });
+            }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = stop.cancelled() => break,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(max_backoff);
         }
         self.set_state(UpstreamState::Stopped);
+        self.announce(&events).await;
+    }
+
+    /// Tells the router the state changed.
+    async fn announce(&self, events: &mpsc::Sender<UpstreamEvent>) {
         let _ = events
             .send(UpstreamEvent::StateChanged {
                 upstream: self.index,
@@ -358,20 +471,61 @@ impl Upstream {
             .await;
     }
 
-    /// Probes a remote upstream with `ping` every `probe_interval`; returns
-    /// once `probe_failures` probes in a row got no answer in time. Any
-    /// answer (even an error) counts as alive. Never returns for stdio
-    /// upstreams (their exit is seen directly) or with probes off.
-    async fn probe(&self, conn: &Connection) {
+    /// Logs a failed connect attempt: the first of a series at WARN (saying
+    /// which kind of failure it is), the rest at DEBUG.
+    fn log_failure(&self, failure: Failure, e: &UpstreamError, attempt: u32, max: Duration) {
+        let max_backoff_ms = max.as_millis() as u64;
+        if attempt > 1 {
+            tracing::debug!(upstream = %self.name, error = %e, attempt, "upstream connect attempt failed");
+            return;
+        }
+        match failure {
+            Failure::CannotStart => {
+                let reason = match e {
+                    UpstreamError::Spawn { source, .. } => match source.kind() {
+                        std::io::ErrorKind::NotFound => "not found".to_owned(),
+                        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                        _ => source.to_string(),
+                    },
+                    other => other.to_string(),
+                };
+                let command = self.config.command.as_deref().unwrap_or_default();
+                tracing::warn!(upstream = %self.name, command, max_backoff_ms, "upstream cannot start: {reason}; retrying with backoff");
+            }
+            Failure::Unreachable => {
+                tracing::warn!(upstream = %self.name, error = %e.with_cause(), max_backoff_ms, "upstream unreachable; reconnecting with backoff");
+            }
+            Failure::Crash => {
+                let tail = self.stderr_tail().join("\n");
+                tracing::warn!(upstream = %self.name, error = %e, stderr_tail = %tail, "upstream failed to initialize; restarting with backoff");
+            }
+        }
+    }
+
+    /// Watches a remote upstream's connection: a `ping` every
+    /// `probe_interval` (0 = none), and one at once when a request found
+    /// nobody listening. Returns why the connection counts as lost: a probe
+    /// found nobody listening, or `probe_failures` probes in a row got no
+    /// answer in time. Any answer (even an error) counts as alive. Never
+    /// returns for stdio upstreams (their exit is seen directly).
+    async fn probe(&self, conn: &Connection) -> &'static str {
         let sup = &self.config.supervision;
-        if matches!(self.config.kind(), crate::config::UpstreamKind::Stdio)
-            || sup.probe_interval.is_zero()
-        {
+        if matches!(self.config.kind(), crate::config::UpstreamKind::Stdio) {
             return std::future::pending().await;
         }
         let mut failures = 0;
         loop {
-            tokio::time::sleep(sup.probe_interval).await;
+            let interval = async {
+                if sup.probe_interval.is_zero() {
+                    std::future::pending().await
+                } else {
+                    tokio::time::sleep(sup.probe_interval).await
+                }
+            };
+            tokio::select! {
+                () = interval => {}
+                () = conn.unreachable_seen() => {}
+            }
             let deadline = Deadline {
                 timeout: sup.probe_timeout,
                 max: sup.probe_timeout,
@@ -385,12 +539,14 @@ impl Upstream {
                     failures = 0;
                     self.breaker.observe(false);
                 }
+                // Nobody listening: supervision reconnects; no breaker food.
+                Err(e) if e.is_unreachable() => return "nobody listening at the upstream's address",
                 Err(e) => {
                     failures += 1;
                     self.breaker.observe(true);
                     tracing::debug!(upstream = %self.name, error = %e, failures, "health probe failed");
                     if failures >= sup.probe_failures.max(1) {
-                        return;
+                        return "health probes unanswered";
                     }
                 }
             }

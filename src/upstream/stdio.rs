@@ -29,7 +29,7 @@ const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A running child process and the tasks that serve its pipes.
 pub(crate) struct StdioTransport {
-    stdin: std::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    stdin: std::sync::Mutex<Option<Arc<super::stdin_queue::StdinQueue>>>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     pid: u32,
 }
@@ -65,10 +65,13 @@ impl StdioTransport {
         let stdin = child.stdin().take();
         let stdout = child.stdout().take();
         let stderr = child.stderr().take();
-        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
-        if let Some(stdin) = stdin {
-            tokio::spawn(write_stdin(name.clone(), stdin, stdin_rx));
-        }
+        let stdin = stdin.map(|s| {
+            Arc::new(super::stdin_queue::StdinQueue::start(
+                name.clone(),
+                s,
+                STDIN_QUEUE,
+            ))
+        });
         if let Some(stdout) = stdout {
             tokio::spawn(read_stdout(name.clone(), stdout, incoming));
         }
@@ -80,27 +83,41 @@ impl StdioTransport {
         tokio::spawn(supervise_process(name.clone(), child, pid, grace, stop_rx));
         tracing::info!(upstream = %name, pid, command = %program, "started stdio upstream");
         Ok(Self {
-            stdin: std::sync::Mutex::new(Some(stdin_tx)),
+            stdin: std::sync::Mutex::new(stdin),
             stop: std::sync::Mutex::new(Some(stop_tx)),
             pid,
         })
     }
 
-    /// Queues one frame for the child's stdin (a newline is appended).
+    /// Queues one frame for the child's stdin (a newline is appended): a
+    /// request waits for room until its `deadline`, anything else never
+    /// waits (see `stdin_queue::StdinQueue::send`).
     ///
     /// # Errors
+    /// [`UpstreamError::InputFull`] if it could not be queued;
     /// [`UpstreamError::Closed`] if stdin is closed or the child is gone.
-    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), UpstreamError> {
+    pub(crate) async fn send(
+        &self,
+        frame: Bytes,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), UpstreamError> {
         let frame = one_line(frame);
-        let tx = self
-            .stdin
-            .lock()
-            .map_err(|_| UpstreamError::Closed)?
-            .clone();
-        match tx {
-            Some(tx) => tx.send(frame).await.map_err(|_| UpstreamError::Closed),
-            None => Err(UpstreamError::Closed),
-        }
+        let queue = self.queue().ok_or(UpstreamError::Closed)?;
+        queue.send(frame, deadline).await
+    }
+
+    /// How long the child has not been reading its stdin, while stalled.
+    pub(crate) fn stalled_for(&self) -> Option<Duration> {
+        self.queue().and_then(|q| q.stalled_for())
+    }
+
+    /// Notifications and responses dropped because the child's queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.queue().map_or(0, |q| q.dropped())
+    }
+
+    fn queue(&self) -> Option<Arc<super::stdin_queue::StdinQueue>> {
+        self.stdin.lock().ok().and_then(|q| q.clone())
     }
 
     /// Orderly shutdown: close stdin, wait `shutdown_grace`, SIGTERM the
@@ -183,18 +200,6 @@ fn exit_text(status: &std::io::Result<std::process::ExitStatus>) -> String {
         Ok(s) => describe_exit(s),
         Err(e) => format!("unknown ({e})"),
     }
-}
-
-async fn write_stdin(
-    name: Arc<str>,
-    stdin: impl tokio::io::AsyncWrite + Unpin,
-    rx: mpsc::Receiver<Bytes>,
-) {
-    if let Err(e) = write_lines(stdin, rx).await {
-        // A dead child: the stdout reader sees EOF and ends the connection.
-        tracing::debug!(upstream = %name, error.kind = ?e.kind(), "stdin closed by the child");
-    }
-    // Dropping stdin closes the pipe: the first shutdown step.
 }
 
 /// Writes each frame from `rx` as one line until `rx` closes. Everything

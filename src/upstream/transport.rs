@@ -80,18 +80,22 @@ impl Transport {
     }
 
     /// Sends one frame. `request_id` is set for requests, so a transport that
-    /// fails to deliver can report [`Incoming::Failed`].
+    /// fails to deliver can report [`Incoming::Failed`]; `deadline` is the
+    /// request's, which bounds its wait for room in a stdio child's queue
+    /// (`None`: a notification or response, which never waits).
     ///
     /// # Errors
-    /// [`UpstreamError::Closed`] if the transport is gone.
+    /// [`UpstreamError::Closed`] if the transport is gone;
+    /// [`UpstreamError::InputFull`] if a stdio child's queue had no room.
     pub(crate) async fn send(
         &self,
         frame: Bytes,
         request_id: Option<u64>,
         method: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(), UpstreamError> {
         match self {
-            Transport::Stdio(t) => t.send(frame).await,
+            Transport::Stdio(t) => t.send(frame, deadline).await,
             Transport::Http(t) => {
                 t.send(frame, request_id, method).await;
                 Ok(())
@@ -117,6 +121,24 @@ impl Transport {
             Transport::Stdio(t) => t.close().await,
             Transport::Http(t) => t.close().await,
             Transport::Sse(t) => t.close(),
+        }
+    }
+
+    /// How long a stdio child has not been reading its input, while it is
+    /// stalled (see `stdin_queue`); `None` for remote upstreams.
+    pub(crate) fn stalled_for(&self) -> Option<std::time::Duration> {
+        match self {
+            Transport::Stdio(t) => t.stalled_for(),
+            Transport::Http(_) | Transport::Sse(_) => None,
+        }
+    }
+
+    /// Notifications and responses dropped because a stdio child's queue
+    /// was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        match self {
+            Transport::Stdio(t) => t.dropped(),
+            Transport::Http(_) | Transport::Sse(_) => 0,
         }
     }
 
