@@ -159,3 +159,57 @@ async fn an_h2_connection_with_a_stream_open_is_not_idle() {
     assert_eq!(support::text_of(&r), "still here");
     gw.stop().await;
 }
+
+const RST_STREAM: u8 = 0x3;
+
+/// A rapid-reset client (CVE-2023-44487 style: requests opened and reset
+/// at once, over and over) is cut off by the HTTP/2 library, and that is
+/// client misbehaviour: counted and logged at DEBUG, never a WARN line per
+/// attacker connection.
+#[tokio::test]
+async fn a_rapid_reset_client_is_cut_off_without_a_warn() {
+    let ballast = support::binary::Ballast::start_demo("").await;
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", ballast.port))
+            .await
+            .expect("connect");
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &[]));
+        for n in 0..200u32 {
+            let id = 2 * n + 1;
+            out.extend(frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                id,
+                &healthz_block(),
+            ));
+            out.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+        }
+        s.write_all(&out).await.expect("send");
+        let (got, _) = until_closed(&mut s).await;
+        // The server said GOAWAY (frame type 7) before closing.
+        assert!(
+            got.windows(2).any(|w| w == [0x07, 0x00]),
+            "no GOAWAY in {} bytes",
+            got.len()
+        );
+    }
+    let warns: Vec<String> = ballast
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert!(warns.is_empty(), "{warns:#?}");
+    // Counted as client disconnects on /readyz.
+    let (_, ready) = ballast.readyz().await;
+    let counted: u64 = ready["counters"]
+        .as_object()
+        .map(|c| {
+            c.iter()
+                .filter(|(k, _)| k.starts_with("disconnects."))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(counted >= 3, "{ready}");
+}

@@ -8,6 +8,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The HTTP/2 library's own WARN lines are about peers that misbehave (a
+/// rapid-reset client, a protocol error): Ballast classifies and counts
+/// those connection ends itself and logs them at DEBUG, so the library is
+/// heard only at ERROR — unless the directives name `h2` themselves.
+fn with_quiet_libraries(directives: &str) -> String {
+    if directives.contains("h2") {
+        directives.to_owned()
+    } else {
+        format!("{directives},h2=error")
+    }
+}
+
 /// Installs the global subscriber. `level` is a `tracing` filter directive
 /// (e.g. `info`, `ballast=debug`); `RUST_LOG` overrides it. Logs go to
 /// stderr, so stdout stays free (the demo upstream speaks MCP on it).
@@ -20,10 +32,11 @@ pub fn init_logging(
     format: LogFormat,
     level: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
-        _ => EnvFilter::try_new(level)?,
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => v,
+        _ => level.to_owned(),
     };
+    let filter = EnvFilter::try_new(with_quiet_libraries(&directives))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -35,5 +48,16 @@ pub fn init_logging(
             .with_span_list(false)
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_libraries;
+
+    #[test]
+    fn the_h2_library_is_heard_only_at_error_unless_asked_for() {
+        assert_eq!(with_quiet_libraries("info"), "info,h2=error");
+        assert_eq!(with_quiet_libraries("h2=debug,info"), "h2=debug,info");
     }
 }
