@@ -1054,4 +1054,9 @@ async fn redis_keys_lost_under_a_live_stream_never_reuse_a_seq() {
     let rest = other.read("s1", 3, Duration::ZERO).await.expect("read");
     assert_eq!(rest.events, vec![(4, b("d")), (5, b("e"))]);
     assert!(rest.finished);
+    // One that had read less cannot be given what Redis lost: it is told.
+    assert!(matches!(
+        other.read("s1", 1, Duration::ZERO).await,
+        Err(StoreError::EventsLost)
+    ));
 }

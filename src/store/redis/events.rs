@@ -226,11 +226,15 @@ impl RedisEventLog {
     async fn fetch(&self, stream: &str, after: u64) -> Result<Batch, StoreError> {
         let (meta, events) = self.keys(stream);
         let one_shot = self.one_shot_key(stream);
-        let (fin, entries, single): (Option<String>, Vec<Entry>, Option<Vec<u8>>) = self
+        type Fetched = ((Option<String>, Option<u64>), Vec<Entry>, Option<Vec<u8>>);
+        let ((fin, lost), entries, single): Fetched = self
             .backend
             .run(|mut c| async move {
                 redis::pipe()
-                    .hget(&meta, "fin")
+                    .cmd("HMGET")
+                    .arg(&meta)
+                    .arg("fin")
+                    .arg("lost")
                     .cmd("XRANGE")
                     .arg(&events)
                     .arg(format!("(0-{after}"))
@@ -256,6 +260,11 @@ impl RedisEventLog {
         let Some(fin) = fin else {
             return Err(StoreError::UnknownStream);
         };
+        // Redis lost this stream's events up to `lost` (see APPEND): a
+        // reader that had not seen them all cannot be given them.
+        if lost.is_some_and(|lost| after < lost) {
+            return Err(StoreError::EventsLost);
+        }
         let events = entries
             .into_iter()
             .filter_map(|(id, mut fields)| {
