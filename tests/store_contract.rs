@@ -1060,3 +1060,27 @@ async fn redis_keys_lost_under_a_live_stream_never_reuse_a_seq() {
         Err(StoreError::EventsLost)
     ));
 }
+
+/// A session record removed through one replica's store (DELETE, eviction)
+/// is announced to every other replica, which ends its copy.
+#[tokio::test]
+async fn a_session_removed_on_one_replica_is_announced_to_the_others() {
+    let redis = RedisServer::start().await;
+    let backend_a = RedisBackend::new(&store_config(&redis.url(), "contract")).expect("backend");
+    // A's event log runs its pub/sub listener.
+    let _log_a = RedisEventLog::new(backend_a.clone(), LIMITS, WINDOW);
+    let mut ended = backend_a.sessions_ended();
+    let b = redis_sessions(&redis.url(), Duration::from_secs(60));
+    b.save(record("gone")).await.expect("save");
+    // The listener subscribes in the background: remove until A hears it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        b.remove("gone").await.expect("remove");
+        if let Ok(heard) = tokio::time::timeout(Duration::from_millis(200), ended.recv()).await {
+            assert_eq!(&*heard.expect("announce"), "gone");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never announced");
+    }
+    assert!(b.load("gone").await.expect("load").is_none());
+}
