@@ -5,6 +5,8 @@
 //! queue included), `/readyz` must show the write stall (and the log a WARN,
 //! once), and after SIGCONT calls work again.
 
+#![cfg(unix)]
+
 mod support;
 
 use std::io::Write;
