@@ -225,11 +225,9 @@ async fn handle_message(
                 }
                 Ok(sse::response(spec))
             } else {
+                let id = r.id.clone();
                 let call = spawn_call(gw, session, r, None, true);
-                match call.await {
-                    Ok(bytes) => Ok(json_response(bytes)),
-                    Err(_) => Err(DownstreamError::BodyRead),
-                }
+                Ok(json_response(answer_of(id, call.await)))
             }
         }
     }
@@ -251,10 +249,8 @@ pub(super) fn spawn_call(
     tokio::spawn(
         async move {
             let id = request.id.clone();
-            let response = gw
-                .router
-                .handle_request(&session, request, sink.clone())
-                .await;
+            let call = gw.router.handle_request(&session, request, sink.clone());
+            let response = unless_panicked(&id, call).await;
             session.end(&id);
             session.touch();
             let Some(response) = response else {
@@ -312,7 +308,8 @@ async fn batch(
     for message in messages {
         match message {
             Message::Request(r) => {
-                calls.push(spawn_call(gw.clone(), session.clone(), r, None, true))
+                let id = r.id.clone();
+                calls.push((id, spawn_call(gw.clone(), session.clone(), r, None, true)));
             }
             Message::Notification(n) => gw.router.handle_notification(&session, n).await,
             Message::Response(r) => respond(&gw, &session, r).await,
@@ -321,16 +318,61 @@ async fn batch(
     if calls.is_empty() {
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    let mut body = vec![b'['];
-    for (i, call) in calls.into_iter().enumerate() {
-        let bytes = call.await.unwrap_or_default();
+    let mut answers = Vec::with_capacity(calls.len());
+    for (id, call) in calls {
+        answers.push(answer_of(id, call.await));
+    }
+    Ok(json_response(batch_body(&answers)))
+}
+
+/// A batch's answer: the calls' answers (each one serialized JSON-RPC
+/// response) as one JSON array, in order.
+fn batch_body(answers: &[Bytes]) -> Bytes {
+    let len = answers.iter().map(Bytes::len).sum::<usize>() + answers.len() + 1;
+    let mut body = Vec::with_capacity(len);
+    body.push(b'[');
+    for (i, answer) in answers.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&bytes);
+        body.extend_from_slice(answer);
     }
     body.push(b']');
-    Ok(json_response(Bytes::from(body)))
+    Bytes::from(body)
+}
+
+/// Runs the router's part of call `id`; if it panics, answers `id` with
+/// JSON-RPC -32603 (internal error) instead, so the client hears about it
+/// on every transport and the call still ends in its session. The panic
+/// itself is reported by the panic hook and logged here; its message is
+/// not sent to the client.
+async fn unless_panicked(
+    id: &RequestId,
+    call: impl std::future::Future<Output = Option<RpcResponse>>,
+) -> Option<RpcResponse> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(id = %id, "call panicked: answered with an internal error");
+            Some(RpcResponse::err(Some(id.clone()), &internal_error()))
+        }
+    }
+}
+
+/// A call task's serialized answer; -32603 (internal error) for `id` when
+/// the task returned none (it panicked outside [`unless_panicked`], or was
+/// aborted as the runtime shut down).
+fn answer_of(id: RequestId, joined: Result<Bytes, tokio::task::JoinError>) -> Bytes {
+    joined.unwrap_or_else(|e| {
+        tracing::error!(id = %id, error = %e, "call task ended without an answer");
+        Message::Response(RpcResponse::err(Some(id), &internal_error())).to_bytes()
+    })
+}
+
+/// What a client is told about a call that failed inside Ballast.
+fn internal_error() -> ErrorObject {
+    ErrorObject::new(code::INTERNAL_ERROR, "internal error")
 }
 
 /// Hands a client's response to the router; counts one Ballast never asked for.
@@ -364,4 +406,59 @@ pub(super) async fn begin(
 
 fn json_response(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn a_router_bug() -> Option<RpcResponse> {
+        panic!("a bug in the router");
+    }
+
+    fn parse(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    /// A call whose router part panics is answered -32603 for its id (it
+    /// used to unwind the call task: no answer, and its id stayed in flight).
+    #[tokio::test]
+    async fn a_panicking_call_is_answered_with_an_internal_error_for_its_id() {
+        let id = RequestId::Number(7);
+        let response = unless_panicked(&id, async { a_router_bug() })
+            .await
+            .expect("an answer");
+        let answer = parse(&Message::Response(response).to_bytes());
+        assert_eq!(answer["id"], json!(7), "{answer}");
+        assert_eq!(answer["error"]["code"], json!(-32603), "{answer}");
+        let fine = unless_panicked(&id, async { None }).await;
+        assert!(fine.is_none(), "a call's own answer is kept");
+    }
+
+    /// A batch with a call task that panicked is one valid JSON array with
+    /// -32603 for that call's id (it used to have an empty slot: `[,…]`).
+    #[tokio::test]
+    async fn a_batch_with_a_panicked_call_task_stays_valid_json() {
+        let ok = Message::Response(RpcResponse::err(
+            Some(RequestId::Number(1)),
+            &ErrorObject::new(code::METHOD_NOT_FOUND, "no such method"),
+        ))
+        .to_bytes();
+        let first = tokio::spawn(async move { ok });
+        let second =
+            tokio::spawn(async { a_router_bug().map(|_| Bytes::new()).unwrap_or_default() });
+        let answers = [
+            answer_of(RequestId::Number(1), first.await),
+            answer_of(RequestId::String("two".into()), second.await),
+        ];
+        let body = parse(&batch_body(&answers));
+        let items = body.as_array().expect("an array");
+        assert_eq!(items.len(), 2, "{body}");
+        assert_eq!(items[0]["id"], json!(1), "{body}");
+        assert_eq!(items[0]["error"]["code"], json!(-32601), "{body}");
+        assert_eq!(items[1]["id"], json!("two"), "{body}");
+        assert_eq!(items[1]["error"]["code"], json!(-32603), "{body}");
+    }
 }

@@ -15,14 +15,15 @@ mod process_tree;
 mod sse;
 mod stdin_queue;
 mod stdio;
+mod supervisor;
 mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::RngExt;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::connection::Deadline;
@@ -30,19 +31,9 @@ pub use self::connection::{Connection, ServerInfo};
 pub use self::error::UpstreamError;
 pub use self::lists::Lists;
 pub(crate) use self::stdio::{read_line_bounded, write_lines};
+use self::supervisor::{Failure, MIN_BACKOFF, Next, Supervisor};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Notification, Request};
-
-/// First pause before reconnecting; doubles per failure up to [`MAX_BACKOFF`]
-/// (a child) or [`MAX_REMOTE_BACKOFF`] (a remote upstream).
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest pause between attempts to start a child.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Longest pause between attempts to reach a remote upstream: one that is
-/// back is used again within about this long (issue 13 item 10).
-const MAX_REMOTE_BACKOFF: Duration = Duration::from_secs(1);
-/// A connection that lived this long resets the backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Something an upstream sent on its own, or a change of its state, for the
 /// router.
@@ -145,34 +136,9 @@ impl UpstreamState {
             _ => return None,
         };
         Some(
-            at.saturating_duration_since(tokio::time::Instant::now())
+            at.saturating_duration_since(Instant::now())
                 .max(MIN_BACKOFF),
         )
-    }
-}
-
-/// How a failed connect attempt counts for supervision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// A child that started and then failed (exited, broke or timed out
-    /// the handshake): counts toward parking.
-    Crash,
-    /// The program could not be started at all (not found, not
-    /// executable): retried with backoff, never parked.
-    CannotStart,
-    /// A remote upstream that could not be reached or refused to
-    /// initialize: retried with backoff capped at [`MAX_REMOTE_BACKOFF`],
-    /// never parked.
-    Unreachable,
-}
-
-impl Failure {
-    fn of(error: &UpstreamError, remote: bool) -> Self {
-        match error {
-            _ if remote => Failure::Unreachable,
-            UpstreamError::Spawn { .. } => Failure::CannotStart,
-            _ => Failure::Crash,
-        }
     }
 }
 
@@ -338,128 +304,120 @@ impl Upstream {
     }
 
     /// Keeps the upstream connected until `stop` fires: connects and
-    /// initializes with exponential backoff and jitter, fetches the catalog,
-    /// publishes `Ready`, and starts over when the connection ends (a stdio
-    /// child that exits is restarted). On `stop`, closes the connection
-    /// (stdin-close → SIGTERM → SIGKILL for a child) and publishes `Stopped`.
+    /// initializes, fetches the catalog, publishes `Ready`, and starts over
+    /// when the connection ends (a stdio child that exits is restarted). On
+    /// `stop`, closes the connection (stdin-close → SIGTERM → SIGKILL for a
+    /// child) and publishes `Stopped`.
     ///
-    /// What counts toward parking (`park_after` within `park_window`) is a
-    /// child's crash: a lost connection, or a started child that failed its
-    /// handshake. A program that cannot start ("cannot start: not found")
-    /// and a remote upstream that is down are retried with backoff (capped
-    /// at [`MAX_BACKOFF`] and [`MAX_REMOTE_BACKOFF`]) and never parked.
+    /// When to try again, and when a crash-looping child is parked, is the
+    /// policy in `supervisor.rs`: backoff with full jitter, and a child
+    /// parked after `park_after` crashes within `park_window`. A program
+    /// that cannot start ("cannot start: not found") and a remote upstream
+    /// that is down are retried with backoff and never parked.
     pub async fn supervise(
         self: Arc<Self>,
         events: mpsc::Sender<UpstreamEvent>,
         stop: CancellationToken,
     ) {
         let remote = !matches!(self.config.kind(), crate::config::UpstreamKind::Stdio);
-        let max_backoff = if remote {
-            MAX_REMOTE_BACKOFF
-        } else {
-            MAX_BACKOFF
-        };
-        let mut backoff = MIN_BACKOFF;
-        let mut attempt = 0u32;
-        let sup = self.config.supervision.clone();
-        let mut crashes: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+        let mut policy = Supervisor::new(&self.config.supervision, remote);
         while !stop.is_cancelled() {
-            let failed = match self.connect(&events, &stop).await {
+            let next = match self.connect(&events, &stop).await {
                 Ok(conn) => {
-                    attempt = 0;
-                    self.set_state(UpstreamState::Ready(conn.clone()));
-                    self.announce(&events).await;
-                    let since = Instant::now();
-                    let lost = tokio::select! {
-                        () = conn.closed() => "connection lost",
-                        reason = self.probe(&conn) => {
-                            tracing::warn!(upstream = %self.name, reason, "reconnecting");
-                            conn.close().await;
-                            reason
-                        }
-                        () = stop.cancelled() => {
-                            conn.close().await;
-                            break;
-                        }
+                    policy.connected();
+                    let Some(lived) = self.serve(conn, &events, &stop).await else {
+                        break;
                     };
-                    let tail = self.stderr_tail().join("\n");
-                    tracing::warn!(upstream = %self.name, stderr_tail = %tail, "upstream connection lost; restarting");
-                    crate::observe::metrics::upstream_restart(&self.name);
-                    if !remote {
-                        crashes.push_back(Instant::now());
-                    }
-                    self.set_state(UpstreamState::Connecting {
-                        attempt: 0,
-                        last_error: Some(lost.into()),
-                        retry_at: None,
-                    });
-                    self.announce(&events).await;
-                    if since.elapsed() >= STABLE_AFTER {
-                        backoff = MIN_BACKOFF;
-                    }
-                    None
+                    policy.lost(Instant::now(), lived)
                 }
                 Err(_) if stop.is_cancelled() => break,
                 Err(e) => {
-                    attempt += 1;
                     let failure = Failure::of(&e, remote);
-                    self.log_failure(failure, &e, attempt, max_backoff);
-                    if failure == Failure::Crash {
-                        crashes.push_back(Instant::now());
+                    let next = policy.failed(Instant::now(), failure);
+                    self.log_failure(failure, &e, policy.attempt(), policy.max_backoff());
+                    if let Next::Retry { delay } = next {
+                        self.set_state(UpstreamState::Connecting {
+                            attempt: policy.attempt(),
+                            last_error: Some(e.with_cause()),
+                            retry_at: Some(Instant::now() + delay),
+                        });
                     }
-                    Some(e)
+                    next
                 }
             };
-            while crashes
-                .front()
-                .is_some_and(|t| t.elapsed() > sup.park_window)
-            {
-                crashes.pop_front();
-            }
-            if crashes.len() >= sup.park_after.max(1) as usize {
-                let count = crashes.len() as u32;
-                crashes.clear();
-                let tail = self.stderr_tail().join("\n");
-                tracing::warn!(
-                    upstream = %self.name,
-                    crashes = count,
-                    park_ms = sup.park_duration.as_millis() as u64,
-                    stderr_tail = %tail,
-                    "upstream crash-looping: parked (its tools are hidden until it recovers)"
-                );
-                self.set_state(UpstreamState::Parked {
-                    crashes: count,
-                    last_error: Some(format!(
-                        "crash-looping: {count} crash(es) within {:?}",
-                        sup.park_window
-                    )),
-                    until: tokio::time::Instant::now() + sup.park_duration,
-                });
-                self.announce(&events).await;
-                tokio::select! {
-                    () = tokio::time::sleep(sup.park_duration) => {}
-                    () = stop.cancelled() => break,
+            let resume_at = match next {
+                Next::Retry { delay } => Instant::now() + delay,
+                Next::Park { crashes, until } => {
+                    self.park(crashes, until, &events).await;
+                    until
                 }
-                backoff = MIN_BACKOFF;
-                continue;
-            }
-            // Full jitter on the upper half: never a thundering herd of restarts.
-            let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
-            if let Some(e) = failed {
-                self.set_state(UpstreamState::Connecting {
-                    attempt,
-                    last_error: Some(e.with_cause()),
-                    retry_at: Some(tokio::time::Instant::now() + pause),
-                });
-            }
+            };
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep_until(resume_at) => {}
                 () = stop.cancelled() => break,
             }
-            backoff = (backoff * 2).min(max_backoff);
         }
         self.set_state(UpstreamState::Stopped);
         self.announce(&events).await;
+    }
+
+    /// Serves `conn` until it is lost (it ends, or health probes give up
+    /// on it) and returns how long it lived, having published `Connecting`
+    /// (calls wait for the next try); `None` when `stop` fired (closed).
+    async fn serve(
+        &self,
+        conn: Arc<Connection>,
+        events: &mpsc::Sender<UpstreamEvent>,
+        stop: &CancellationToken,
+    ) -> Option<Duration> {
+        self.set_state(UpstreamState::Ready(conn.clone()));
+        self.announce(events).await;
+        let since = Instant::now();
+        let lost = tokio::select! {
+            () = conn.closed() => "connection lost",
+            reason = self.probe(&conn) => {
+                tracing::warn!(upstream = %self.name, reason, "reconnecting");
+                conn.close().await;
+                reason
+            }
+            () = stop.cancelled() => {
+                conn.close().await;
+                return None;
+            }
+        };
+        let tail = self.stderr_tail().join("\n");
+        tracing::warn!(upstream = %self.name, stderr_tail = %tail, "upstream connection lost; restarting");
+        crate::observe::metrics::upstream_restart(&self.name);
+        self.set_state(UpstreamState::Connecting {
+            attempt: 0,
+            last_error: Some(lost.into()),
+            retry_at: None,
+        });
+        self.announce(events).await;
+        Some(since.elapsed())
+    }
+
+    /// Parks a crash-looping child until `until`: hidden from the catalog,
+    /// readiness red, calls refused at once.
+    async fn park(&self, crashes: u32, until: Instant, events: &mpsc::Sender<UpstreamEvent>) {
+        let sup = &self.config.supervision;
+        let tail = self.stderr_tail().join("\n");
+        tracing::warn!(
+            upstream = %self.name,
+            crashes,
+            park_ms = sup.park_duration.as_millis() as u64,
+            stderr_tail = %tail,
+            "upstream crash-looping: parked (its tools are hidden until it recovers)"
+        );
+        self.set_state(UpstreamState::Parked {
+            crashes,
+            last_error: Some(format!(
+                "crash-looping: {crashes} crash(es) within {:?}",
+                sup.park_window
+            )),
+            until,
+        });
+        self.announce(events).await;
     }
 
     /// Tells the router the state changed.
