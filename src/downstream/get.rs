@@ -52,7 +52,8 @@ pub(super) async fn get(
             );
             spec.after = from.seq;
             spec.priming = false;
-            if gw.redis.is_some() {
+            // Another replica may be writing it, and may die.
+            if gw.log.is_shared() {
                 super::takeover::watch(gw.clone(), session.clone(), from.stream.clone());
             }
             return Ok(sse::response(spec));
