@@ -179,12 +179,12 @@ impl Gateway {
             SessionEnd::Deleted => tracing::info!(session = %session.id, "session ended by client"),
             SessionEnd::Expired => {
                 tracing::info!(session = %session.id, "session expired after being idle");
-                self.stats.add("sessions", "expired");
+                self.stats.count(crate::observe::Counter::SessionsExpired);
                 crate::observe::metrics::session_expired();
             }
             SessionEnd::Evicted => {
                 tracing::info!(session = %session.id, "session evicted: the session table is full and it was the least recently used idle one");
-                self.stats.add("sessions", "evicted");
+                self.stats.count(crate::observe::Counter::SessionsEvicted);
             }
             SessionEnd::StreamClosed => {
                 tracing::info!(session = %session.id, "2024-11-05 SSE session ended");
@@ -292,7 +292,7 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
                 .abandoned_calls(|stream, since| gw.readers.unread_for(stream, window, since));
             for (upstream, id, stream) in abandoned {
                 tracing::info!(%stream, "nobody resumed the stream within the resume window; cancelling its call");
-                gw.stats.add("calls", "abandoned");
+                gw.stats.count(crate::observe::Counter::CallsAbandoned);
                 gw.router
                     .cancel_call(upstream, id, "client did not return")
                     .await;

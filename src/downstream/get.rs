@@ -43,7 +43,7 @@ pub(super) async fn get(
         let owner = gw.log.owner(&from.stream).await?;
         if owner.as_deref() == Some(&*session.id) {
             tracing::debug!(session = %session.id, event = %from, "stream resumed");
-            gw.stats.add("streams", "resumed");
+            gw.stats.count(crate::observe::Counter::StreamsResumed);
             crate::observe::metrics::stream_resumed();
             let mut spec = super::post::read_spec(
                 gw,

@@ -328,7 +328,7 @@ async fn batch(
 /// Hands a client's response to the router; counts one Ballast never asked for.
 pub(super) async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcResponse) {
     if !gw.router.handle_response(session, response).await {
-        gw.stats.add("responses", "ignored");
+        gw.stats.count(crate::observe::Counter::ResponsesIgnored);
     }
 }
 

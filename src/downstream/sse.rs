@@ -91,7 +91,8 @@ impl Drop for AbandonGuard {
     fn drop(&mut self) {
         self.log.reader(&self.stream, false);
         if !self.done {
-            self.stats.disconnect("stream_abandoned");
+            self.stats
+                .disconnect(crate::observe::Disconnect::StreamAbandoned);
             tracing::debug!(stream = %self.stream, "client left an SSE stream; it stays resumable");
         }
         if let Some(f) = self.on_close.take() {
