@@ -40,8 +40,8 @@ pub struct Gateway {
     pub log: Arc<dyn EventLog>,
     /// Session records (shared by replicas that share the store).
     pub session_store: Arc<dyn SessionStore>,
-    /// The Redis connection behind the stores, if any.
-    pub redis: Option<Arc<crate::store::redis::RedisBackend>>,
+    /// The stores (for their status; handlers use `log`/`session_store`).
+    stores: Stores,
     /// Counters (disconnects by cause, expiries, ignored messages).
     pub stats: Arc<Stats>,
     /// Who reads which stream (to find abandoned calls).
@@ -86,7 +86,7 @@ impl Gateway {
             .map(|(i, (name, u))| Upstream::new(i, name, u.get_ref().clone()))
             .collect();
         let stats = Arc::new(Stats::default());
-        let shared = stores.redis.as_ref().map(crate::store::redis::shared);
+        let shared = stores.shared_tiers();
         let router = Arc::new(Router::new(
             &config,
             upstreams.clone(),
@@ -114,9 +114,9 @@ impl Gateway {
             config: Arc::new(config),
             router,
             sessions,
-            log: stores.events,
-            session_store: stores.sessions,
-            redis: stores.redis,
+            log: stores.events.clone(),
+            session_store: stores.sessions.clone(),
+            stores,
             stats,
             readers: Arc::new(Readers::default()),
             session_rate,
@@ -126,14 +126,19 @@ impl Gateway {
             supervisors,
         });
         tokio::spawn(sweep(Arc::downgrade(&gw)));
-        if let Some(redis) = &gw.redis {
-            tokio::spawn(write_back_sessions(Arc::downgrade(&gw), redis.keys_lost()));
-            tokio::spawn(end_sessions_ended_elsewhere(
-                Arc::downgrade(&gw),
-                redis.sessions_ended(),
-            ));
+        if let Some(lost) = gw.stores.keys_lost() {
+            tokio::spawn(write_back_sessions(Arc::downgrade(&gw), lost));
+        }
+        if let Some(ended) = gw.stores.sessions_ended() {
+            tokio::spawn(end_sessions_ended_elsewhere(Arc::downgrade(&gw), ended));
         }
         gw
+    }
+
+    /// The stores' status for `/readyz`; also refreshes the
+    /// `ballast_store_fallback` gauge.
+    pub fn store_status(&self) -> crate::store::StoreStatus {
+        self.stores.status()
     }
 
     /// Whether the drain has started.
@@ -174,12 +179,12 @@ impl Gateway {
             SessionEnd::Deleted => tracing::info!(session = %session.id, "session ended by client"),
             SessionEnd::Expired => {
                 tracing::info!(session = %session.id, "session expired after being idle");
-                self.stats.add("sessions", "expired");
+                self.stats.count(crate::observe::Counter::SessionsExpired);
                 crate::observe::metrics::session_expired();
             }
             SessionEnd::Evicted => {
                 tracing::info!(session = %session.id, "session evicted: the session table is full and it was the least recently used idle one");
-                self.stats.add("sessions", "evicted");
+                self.stats.count(crate::observe::Counter::SessionsEvicted);
             }
             SessionEnd::StreamClosed => {
                 tracing::info!(session = %session.id, "2024-11-05 SSE session ended");
@@ -271,9 +276,7 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
         if let Err(e) = gw.session_store.touch(&active).await {
             tracing::debug!(error = %e, "could not refresh session records");
         }
-        if let Some(redis) = &gw.redis {
-            crate::store::on_fallback(redis);
-        }
+        gw.store_status(); // keeps the fallback gauge current
         let idle = gw
             .sessions
             .remove_idle(gw.config.server.session_idle_timeout);
@@ -289,7 +292,7 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
                 .abandoned_calls(|stream, since| gw.readers.unread_for(stream, window, since));
             for (upstream, id, stream) in abandoned {
                 tracing::info!(%stream, "nobody resumed the stream within the resume window; cancelling its call");
-                gw.stats.add("calls", "abandoned");
+                gw.stats.count(crate::observe::Counter::CallsAbandoned);
                 gw.router
                     .cancel_call(upstream, id, "client did not return")
                     .await;
@@ -300,9 +303,9 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
         if let Some(rate) = &gw.session_rate {
             rate.retain_recent();
         }
-        if gw.redis.is_some() {
+        if gw.log.is_shared() {
             // Shared streams outlive this replica's view of their session:
-            // their TTLs end them, not an idle timeout here.
+            // the store's own expiry ends them, not an idle timeout here.
             ended.clear();
         }
         let dropped = gw.log.expire(gw.config.server.resume_window, &ended).await;
@@ -312,11 +315,10 @@ async fn sweep(weak: std::sync::Weak<Gateway>) {
     }
 }
 
-/// Each time Redis is found to have lost keys (see
-/// [`crate::store::redis::RedisBackend::keys_lost`]): writes the records of
-/// every session this replica holds back to the session store, so other
-/// replicas find them again instead of answering 404. Stops when the
-/// gateway is dropped.
+/// Each time the shared store is found to have lost keys (see
+/// [`Stores::keys_lost`]): writes the records of every session this
+/// replica holds back to the session store, so other replicas find them
+/// again instead of answering 404. Stops when the gateway is dropped.
 async fn write_back_sessions(
     weak: std::sync::Weak<Gateway>,
     mut lost: tokio::sync::watch::Receiver<u64>,
@@ -339,8 +341,8 @@ async fn write_back_sessions(
 }
 
 /// Ends this replica's copy of each session another replica ended (DELETE,
-/// eviction; see [`crate::store::redis::RedisBackend::sessions_ended`]),
-/// so it is not served here again. Stops when the gateway is dropped.
+/// eviction; see [`Stores::sessions_ended`]), so it is not served here
+/// again. Stops when the gateway is dropped.
 async fn end_sessions_ended_elsewhere(
     weak: std::sync::Weak<Gateway>,
     mut ended: tokio::sync::broadcast::Receiver<Arc<str>>,

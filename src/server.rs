@@ -184,7 +184,7 @@ async fn serve_connection(
     stats: Arc<crate::observe::Stats>,
 ) {
     let Some(_slot) = conn_limit.admit().await else {
-        stats.disconnect("connection_limit");
+        stats.disconnect(crate::observe::Disconnect::ConnectionLimit);
         tracing::debug!(%peer, max_connections = conn_limit.max(), "connection refused: at the connection limit");
         return;
     };
@@ -223,7 +223,7 @@ async fn serve_connection(
     let result = tokio::select! {
         r = &mut conn => r,
         () = activity.stalled(first_request_timeout) => {
-            stats.disconnect("header_timeout");
+            stats.disconnect(crate::observe::Disconnect::HeaderTimeout);
             tracing::debug!(%peer, "connection closed: no request within header_read_timeout (or, HTTP/2, none in flight for as long)");
             return;
         }
@@ -233,6 +233,6 @@ async fn serve_connection(
         // client behaviour: classified, counted, logged at debug.
         let cause = disconnect_cause(e.as_ref());
         stats.disconnect(cause);
-        tracing::debug!(%peer, cause, error = %e, "connection ended with an error");
+        tracing::debug!(%peer, cause = cause.as_str(), error = %e, "connection ended with an error");
     }
 }

@@ -43,7 +43,7 @@ pub(super) async fn get(
         let owner = gw.log.owner(&from.stream).await?;
         if owner.as_deref() == Some(&*session.id) {
             tracing::debug!(session = %session.id, event = %from, "stream resumed");
-            gw.stats.add("streams", "resumed");
+            gw.stats.count(crate::observe::Counter::StreamsResumed);
             crate::observe::metrics::stream_resumed();
             let mut spec = super::post::read_spec(
                 gw,
@@ -52,7 +52,8 @@ pub(super) async fn get(
             );
             spec.after = from.seq;
             spec.priming = false;
-            if gw.redis.is_some() {
+            // Another replica may be writing it, and may die.
+            if gw.log.is_shared() {
                 super::takeover::watch(gw.clone(), session.clone(), from.stream.clone());
             }
             return Ok(sse::response(spec));

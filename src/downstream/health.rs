@@ -74,26 +74,9 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         "streams": gw.log.len(),
         "counters": gw.stats.snapshot(),
         "upstreams": upstreams,
-        "store": store_detail(&gw),
+        "store": gw.store_status(),
     });
     (status, Json(body)).into_response()
-}
-
-/// `{"kind": "memory"}`, or for Redis `{"kind": "redis", "fallback": bool,
-/// "breaker": "closed"|"open"|"half_open"}` — `fallback: true` while new
-/// sessions and streams go to memory because Redis failed.
-fn store_detail(gw: &Gateway) -> serde_json::Value {
-    match &gw.redis {
-        None => json!({ "kind": "memory" }),
-        Some(redis) => {
-            let breaker = match redis.state() {
-                crate::resilience::BreakerState::Closed => "closed",
-                crate::resilience::BreakerState::Open => "open",
-                crate::resilience::BreakerState::HalfOpen => "half_open",
-            };
-            json!({ "kind": "redis", "fallback": crate::store::on_fallback(redis), "breaker": breaker })
-        }
-    }
 }
 
 /// The Prometheus text format (version 0.0.4) of every `ballast_*` metric,
@@ -106,9 +89,7 @@ pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         streams: gw.log.len(),
         calls_in_flight: gw.router.calls_in_flight(),
     });
-    if let Some(redis) = &gw.redis {
-        crate::store::on_fallback(redis);
-    }
+    gw.store_status(); // sets the ballast_store_fallback gauge
     for u in gw.router.upstreams() {
         let state = u.state();
         m::upstream_state(

@@ -192,13 +192,9 @@ async fn handle_message(
             }
             begin(&gw, &session, &r.id).await?;
             if accepts.sse {
-                // Kept with the stream only in a shared store (takeover):
-                // the body as received, which is this one request.
-                let opened = if gw.redis.is_some() {
-                    Sink::open_for(gw.log.clone(), &session.id, raw).await
-                } else {
-                    Sink::open(gw.log.clone(), &session.id).await
-                };
+                // The body as received, which is this one request: a shared
+                // store keeps it with the stream (takeover), others drop it.
+                let opened = Sink::open_for(gw.log.clone(), &session.id, raw).await;
                 let sink = match opened {
                     Ok(s) => s,
                     Err(e) => {
@@ -209,18 +205,14 @@ async fn handle_message(
                 let spec = read_spec(&gw, &sink, vec![session.closed.clone()]);
                 spawn_call(gw.clone(), session, r, Some(sink.clone()), true);
                 // The priming event still leads the stream; waiting a moment
-                // lets a quick answer share the first write with it (and,
-                // with Redis, be stored as one key).
-                let grace = if gw.redis.is_some() {
-                    sse::SHARED_FIRST_EVENT_GRACE
-                } else {
-                    sse::FIRST_EVENT_GRACE
-                };
+                // (as long as the store asks) lets a quick answer share the
+                // first write with it (and, in a shared store, be stored as
+                // one key).
+                let grace = gw.log.first_event_grace();
                 let _ = gw.log.read(&sink.stream, 0, grace).await;
-                // Other replicas must find the stream once the client has its id.
-                if gw.redis.is_some()
-                    && let Err(e) = gw.log.make_visible(&sink.stream).await
-                {
+                // Other replicas must find the stream once the client has
+                // its id (a no-op for a store private to this process).
+                if let Err(e) = gw.log.make_visible(&sink.stream).await {
                     tracing::debug!(stream = %sink.stream, error = %e, "stream not visible to other replicas");
                 }
                 Ok(sse::response(spec))
@@ -378,7 +370,7 @@ fn internal_error() -> ErrorObject {
 /// Hands a client's response to the router; counts one Ballast never asked for.
 pub(super) async fn respond(gw: &Gateway, session: &Arc<Session>, response: RpcResponse) {
     if !gw.router.handle_response(session, response).await {
-        gw.stats.add("responses", "ignored");
+        gw.stats.count(crate::observe::Counter::ResponsesIgnored);
     }
 }
 

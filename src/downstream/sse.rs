@@ -34,23 +34,6 @@ pub(crate) const RETRY_AFTER_CLOSE: Duration = Duration::from_millis(1000);
 /// How long one log read waits before checking the stop signals again.
 const READ_WAIT: Duration = Duration::from_secs(30);
 
-/// Longest a new POST stream's response waits for its first event before
-/// the headers go out, so that a quick answer leaves in the same write as
-/// the headers and the priming event (one syscall instead of three).
-pub(super) const FIRST_EVENT_GRACE: Duration = Duration::from_millis(2);
-
-/// The same wait with a shared store (Redis), where it decides what the
-/// call costs Redis: a stream answered within it is stored as one key by
-/// one pipelined `SET`; one answered later must first be made visible to
-/// the other replicas (its keys created before the headers go out, one
-/// round trip), then its answer appended by the Lua append and published:
-/// ≈ 25 µs of redis-server time instead of ≈ 2 µs. On a busy machine many
-/// upstream answers take longer than 2 ms (34 % of the calls at c=64 with
-/// the CPU shared with a build), so the wait is longer here. A slow call's
-/// headers and priming event go out at most this much later; a client cut
-/// off before them could not resume that call (it has no stream id yet).
-pub(super) const SHARED_FIRST_EVENT_GRACE: Duration = Duration::from_millis(10);
-
 /// What an SSE response reads.
 pub(super) struct ReadSpec {
     /// The log.
@@ -108,7 +91,8 @@ impl Drop for AbandonGuard {
     fn drop(&mut self) {
         self.log.reader(&self.stream, false);
         if !self.done {
-            self.stats.disconnect("stream_abandoned");
+            self.stats
+                .disconnect(crate::observe::Disconnect::StreamAbandoned);
             tracing::debug!(stream = %self.stream, "client left an SSE stream; it stays resumable");
         }
         if let Some(f) = self.on_close.take() {

@@ -8,4 +8,4 @@ mod stats;
 
 pub use self::exit_status::describe_exit;
 pub use self::logging::init_logging;
-pub use self::stats::{Stats, disconnect_cause};
+pub use self::stats::{Counter, Disconnect, Stats, disconnect_cause};

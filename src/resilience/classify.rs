@@ -48,6 +48,20 @@ impl FailureClass {
             FailureClass::OutcomeUnknown => "outcome_unknown",
         }
     }
+
+    /// The `/readyz` counter of a call that finished with this class
+    /// (`calls.<as_str>`).
+    pub fn counter(self) -> crate::observe::Counter {
+        use crate::observe::Counter;
+        match self {
+            FailureClass::Success => Counter::CallsSuccess,
+            FailureClass::Transient => Counter::CallsTransient,
+            FailureClass::Permanent => Counter::CallsPermanent,
+            FailureClass::ToolError => Counter::CallsToolError,
+            FailureClass::Degraded => Counter::CallsDegraded,
+            FailureClass::OutcomeUnknown => Counter::CallsOutcomeUnknown,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -125,6 +139,20 @@ mod tests {
 
     use super::*;
     use crate::jsonrpc::{ErrorObject, RequestId};
+
+    #[test]
+    fn each_class_counts_under_calls_and_its_name() {
+        for class in [
+            FailureClass::Success,
+            FailureClass::Transient,
+            FailureClass::Permanent,
+            FailureClass::ToolError,
+            FailureClass::Degraded,
+            FailureClass::OutcomeUnknown,
+        ] {
+            assert_eq!(class.counter().key(), format!("calls.{}", class.as_str()));
+        }
+    }
 
     fn ok(json: &str) -> Result<Response, UpstreamError> {
         Ok(Response::ok(

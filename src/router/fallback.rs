@@ -61,7 +61,7 @@ impl Router {
                 )
                 .await?;
             if let Ok(result) = &response.outcome {
-                self.stats.add("calls", "degraded");
+                self.stats.count(crate::observe::Counter::CallsDegraded);
                 let primary_upstream = self.upstreams.get(upstream).map(|u| &*u.name);
                 crate::observe::metrics::degraded(primary_upstream.unwrap_or_default(), &tool);
                 let marker = json!({ "source": "fallback", "tool": fallback, "primary_error": primary_error(primary) });

@@ -148,7 +148,7 @@ impl Router {
         };
         let policy = &self.policies[index];
         if let Err(wait) = policy.rate_check(safety.tool.as_deref()).await {
-            self.stats.add("calls", "rate_limited");
+            self.stats.count(crate::observe::Counter::CallsRateLimited);
             metrics::rate_limited("tool");
             refused(&labels);
             let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -166,7 +166,7 @@ impl Router {
         let _slots = match policy.enter(safety.tool.as_deref()).await {
             Ok(slots) => slots,
             Err(full) => {
-                self.stats.add("calls", "bulkhead_full");
+                self.stats.count(crate::observe::Counter::CallsBulkheadFull);
                 metrics::bulkhead_rejected(&full.bulkhead);
                 refused(&labels);
                 let message = format!(
@@ -193,7 +193,7 @@ impl Router {
             let permits = match policy.admit(safety.policy_tool()) {
                 Ok(p) => p,
                 Err(open) => {
-                    self.stats.add("calls", "breaker_open");
+                    self.stats.count(crate::observe::Counter::CallsBreakerOpen);
                     metrics::breaker_rejected(&open.breaker);
                     refused(&labels);
                     let message = format!(
@@ -252,7 +252,8 @@ impl Router {
             if decision == RetryDecision::BudgetExhausted {
                 // Said and counted: a failure the budget kept from a retry
                 // looks otherwise like one that was never retryable.
-                self.stats.add("calls", "retry_budget_exhausted");
+                self.stats
+                    .count(crate::observe::Counter::CallsRetryBudgetExhausted);
                 metrics::retry_budget_exhausted(&labels);
             }
             if let Some(backoff) = decision.delay() {
@@ -266,7 +267,7 @@ impl Router {
                     wait_ms = wait.as_millis() as u64,
                     "retrying"
                 );
-                self.stats.add("calls", "retried");
+                self.stats.count(crate::observe::Counter::CallsRetried);
                 metrics::retry(&labels);
                 retries += 1;
                 tokio::time::sleep(wait).await;
@@ -274,11 +275,13 @@ impl Router {
             }
             // A call the client cancelled (or whose session ended) is not a
             // failure of the upstream: counted apart.
-            let class = match result {
-                Err(UpstreamError::Cancelled) => "cancelled",
-                _ => verdict.class.as_str(),
+            let (class, counter) = match result {
+                Err(UpstreamError::Cancelled) => {
+                    ("cancelled", crate::observe::Counter::CallsCancelled)
+                }
+                _ => (verdict.class.as_str(), verdict.class.counter()),
             };
-            self.stats.add("calls", class);
+            self.stats.count(counter);
             metrics::call(&labels, class, started.elapsed());
             return match result {
                 Ok(response) => Some(Response {

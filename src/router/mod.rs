@@ -332,7 +332,7 @@ impl Router {
                 _ => None,
             };
             if let Some((stale, age)) = stale {
-                self.stats.add("calls", "stale");
+                self.stats.count(crate::observe::Counter::CallsStale);
                 crate::observe::metrics::cache_hit("stale");
                 crate::observe::metrics::degraded(&self.upstreams[upstream].name, tool_name);
                 let marker = json!({

@@ -202,6 +202,17 @@ impl FallbackEventLog {
 }
 
 impl EventLog for FallbackEventLog {
+    /// Redis's answer, also while new streams go to memory: the streams
+    /// already in Redis are still shared.
+    fn is_shared(&self) -> bool {
+        self.redis.is_shared()
+    }
+
+    /// Redis's grace, also while new streams go to memory.
+    fn first_event_grace(&self) -> Duration {
+        self.redis.first_event_grace()
+    }
+
     fn open<'a>(
         &'a self,
         stream: &'a str,

@@ -9,11 +9,15 @@
 //!   the in-memory session store.
 //! - `redis/` — both on Redis, shared by replicas; `fallback.rs` puts
 //!   memory behind them for when Redis fails.
+//! - `status.rs` — what the stores tell the gateway about themselves
+//!   ([`StoreStatus`] for `/readyz`, the tiers and signals of a shared
+//!   backend), so no handler asks which backend is configured.
 
 mod fallback;
 mod memory;
 pub mod redis;
 mod session;
+mod status;
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use futures_util::future::BoxFuture;
 pub use self::fallback::{FallbackEventLog, FallbackSessionStore, on_fallback};
 pub use self::memory::{EVENT_OVERHEAD, MemoryEventLog};
 pub use self::session::{MemorySessionStore, SessionRecord, SessionStore, Stores};
+pub use self::status::StoreStatus;
 
 /// Where an event sits: `<stream>:<seq>`, the SSE `id` Ballast sends and the
 /// `Last-Event-ID` a client returns (SPEC.md 14: unique across streams, and
@@ -63,6 +68,10 @@ pub fn new_stream_id() -> Arc<str> {
     let bits: u64 = rand::rng().random();
     format!("{bits:016x}").into()
 }
+
+/// The first-event grace of a log in this process's memory (see
+/// [`EventLog::first_event_grace`]): 2 ms.
+pub const FIRST_EVENT_GRACE: Duration = Duration::from_millis(2);
 
 /// Events read from a stream.
 #[derive(Debug, Default)]
@@ -136,6 +145,26 @@ pub struct StreamLimits {
 ///   dropped by [`EventLog::expire`]; an unfinished one is kept while its
 ///   call runs.
 pub trait EventLog: Send + Sync + 'static {
+    /// Whether replicas share this log: a stream may be written by a
+    /// replica that dies (so a replica resuming it follows its writer for
+    /// [`EventLog::claim_orphan`]), and the streams of a session that went
+    /// idle on one replica stay for the others (the store's own expiry
+    /// ends them, not this replica's sweep). Default: `false` (a log in
+    /// this process's memory).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Longest a new POST stream's response waits for its first event
+    /// before the headers go out, so that a quick answer leaves in the same
+    /// write as the headers and the priming event (one syscall instead of
+    /// three; a shared store may also store it in one step, see
+    /// [`redis::SHARED_FIRST_EVENT_GRACE`]). A slow call's headers go out at
+    /// most this much later. Default: [`FIRST_EVENT_GRACE`] (2 ms).
+    fn first_event_grace(&self) -> Duration {
+        FIRST_EVENT_GRACE
+    }
+
     /// Creates stream `stream` owned by session `session`.
     fn open<'a>(
         &'a self,

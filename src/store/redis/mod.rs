@@ -40,7 +40,9 @@ use redis::aio::ConnectionManager;
 pub use self::batch::{EXPIRE_FLUSH, SetBatcher, Then};
 pub use self::cache::RedisCache;
 pub use self::conn::Conn;
-pub use self::events::{HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog};
+pub use self::events::{
+    HEARTBEAT, LIVE_TTL, Local, REPLICA_TTL, RedisEventLog, SHARED_FIRST_EVENT_GRACE,
+};
 pub use self::notify::POLL;
 pub use self::rate::RedisRateLimit;
 pub use self::sessions::RedisSessionStore;
