@@ -100,6 +100,10 @@ async fn initialize_in_a_batch_is_refused_and_never_forwarded() {
     gw.stop().await;
 }
 
+/// A tool name the catalog lacks still reaches its upstream (servers answer
+/// tools they do not list: server-everything's conformance tools), which
+/// refuses it here; it makes no metric series, breaker or other per-tool
+/// state, so names a client types cannot grow memory or `/metrics`.
 #[tokio::test]
 async fn unknown_tools_create_no_metric_series_or_breaker() {
     let gw = TestGateway::start(demo_config()).await;

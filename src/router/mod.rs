@@ -369,17 +369,13 @@ impl Router {
                 } else {
                     catalog.prompt(&name).cloned()
                 };
-                // A name the catalog lacks goes on only to an upstream whose
-                // list is not known yet (it is still starting; the call waits
-                // for it). Otherwise it is unknown, refused before any
-                // per-tool state (breaker, metric series) exists for it.
+                // A name the catalog lacks still goes to the upstream its
+                // prefix (or the only upstream) names: servers answer tools
+                // they do not list (server-everything's conformance tools).
+                // It gets no per-tool state (breaker, metric series): see
+                // `Safety::listed`.
                 let target = target
-                    .or_else(|| {
-                        self.target_by_prefix(&name).filter(|t| {
-                            method != method::TOOLS_CALL
-                                || !self.upstreams[t.upstream].lists().tools_known
-                        })
-                    })
+                    .or_else(|| self.target_by_prefix(&name))
                     .ok_or_else(|| {
                         ErrorObject::new(
                             code::INVALID_PARAMS,

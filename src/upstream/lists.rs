@@ -22,10 +22,6 @@ pub struct Lists {
     pub resources: Vec<Value>,
     /// `resources/templates/list` items.
     pub resource_templates: Vec<Value>,
-    /// Whether `tools` is the upstream's whole tool list: it was fetched
-    /// completely (or the upstream announces no tools). Until then a tool
-    /// name not in the catalog may still exist, and is not refused as unknown.
-    pub tools_known: bool,
 }
 
 impl Lists {
@@ -37,31 +33,23 @@ impl Lists {
             .map(|i| i.capabilities.clone())
             .unwrap_or_default();
         let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
-        let mut lists = Lists {
-            tools_known: true,
-            ..Lists::default()
-        };
+        let mut lists = Lists::default();
         if has("tools") {
-            let (tools, complete) = fetch_all(conn, method::TOOLS_LIST, "tools").await;
-            (lists.tools, lists.tools_known) = (tools, complete);
+            lists.tools = fetch_all(conn, method::TOOLS_LIST, "tools").await;
         }
         if has("prompts") {
-            lists.prompts = fetch_all(conn, method::PROMPTS_LIST, "prompts").await.0;
+            lists.prompts = fetch_all(conn, method::PROMPTS_LIST, "prompts").await;
         }
         if has("resources") {
-            lists.resources = fetch_all(conn, method::RESOURCES_LIST, "resources").await.0;
+            lists.resources = fetch_all(conn, method::RESOURCES_LIST, "resources").await;
             lists.resource_templates =
-                fetch_all(conn, method::RESOURCE_TEMPLATES_LIST, "resourceTemplates")
-                    .await
-                    .0;
+                fetch_all(conn, method::RESOURCE_TEMPLATES_LIST, "resourceTemplates").await;
         }
         lists
     }
 }
 
-/// Every page of one list: `(items, complete)`; `complete` is false when a
-/// page failed to load or [`MAX_PAGES`] ran out.
-async fn fetch_all(conn: &Connection, method: &str, key: &str) -> (Vec<Value>, bool) {
+async fn fetch_all(conn: &Connection, method: &str, key: &str) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<Value> = None;
     for _ in 0..MAX_PAGES {
@@ -77,7 +65,7 @@ async fn fetch_all(conn: &Connection, method: &str, key: &str) -> (Vec<Value>, b
             Ok(v) => v,
             Err(error) => {
                 tracing::warn!(method, %error, "could not fetch an upstream list; it stays empty");
-                return (items, false);
+                break;
             }
         };
         if let Some(Value::Array(page_items)) = page.get(key) {
@@ -85,8 +73,8 @@ async fn fetch_all(conn: &Connection, method: &str, key: &str) -> (Vec<Value>, b
         }
         match page.get("nextCursor") {
             Some(c) if !c.is_null() => cursor = Some(c.clone()),
-            _ => return (items, true),
+            _ => break,
         }
     }
-    (items, false)
+    items
 }
