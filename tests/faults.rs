@@ -10,8 +10,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use sse_stream::SseByteStream;
+use support::log_capture::captured;
 use support::{McpClient, TestGateway, demo_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,37 +29,6 @@ const MIN_CUTS: usize = 500;
 const CONCURRENCY: usize = 8;
 /// Upper bound on calls, so the run always ends.
 const MAX_CALLS: usize = 3000;
-
-/// WARN and ERROR lines of the gateway's log, captured for the whole binary.
-fn captured() -> &'static Arc<Mutex<Vec<String>>> {
-    static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-    LINES.get_or_init(|| {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || Capture(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        lines
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("lines")
-            .push(String::from_utf8_lossy(buf).into_owned());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[derive(Default)]
 struct Tally {

@@ -537,11 +537,6 @@ async fn a_live_stream_survives_redis_losing_its_keys() {
     let redis = RedisServer::start().await;
     let a = Replica::start(&redis.url()).await;
     let on_a = McpClient::connect(&a.url).await;
-    let mut conn = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let body = json!({ "jsonrpc": "2.0", "id": 5, "method": "tools/call",
                        "params": { "name": "progress", "arguments": { "steps": 6, "ms": 200 },
                                    "_meta": { "progressToken": "p" } } });
@@ -559,10 +554,7 @@ async fn a_live_stream_survives_redis_losing_its_keys() {
         if m["method"] == "notifications/progress" {
             progress.push(m["params"]["progress"].as_u64().unwrap_or(0));
             if progress.len() == 2 {
-                let () = redis::cmd("FLUSHALL")
-                    .query_async(&mut conn)
-                    .await
-                    .expect("flushall");
+                redis.command(&["FLUSHALL"]).await;
             }
         } else if m["id"] == 5 {
             answer = Some(m);
@@ -588,15 +580,7 @@ async fn sessions_a_replica_holds_are_written_back_after_redis_loses_them() {
     let b = Replica::start(&redis.url()).await;
     let on_a = McpClient::connect(&a.url).await;
     let on_b = client_on(&b.url, &on_a);
-    let mut conn = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut conn)
-        .await
-        .expect("flushall");
+    redis.command(&["FLUSHALL"]).await;
     // A's heartbeat (every second) finds its canary gone and writes back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut n = 100;

@@ -1034,15 +1034,7 @@ async fn redis_keys_lost_under_a_live_stream_never_reuse_a_seq() {
     }
     let seen = other.read("s1", 0, Duration::ZERO).await.expect("read");
     assert_eq!(seen.events.len(), 3);
-    let mut conn = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut conn)
-        .await
-        .expect("flushall");
+    redis.command(&["FLUSHALL"]).await;
     assert_eq!(writer.append("s1", b("d")).await.expect("append"), 4);
     assert_eq!(writer.append_last("s1", b("e")).await.expect("append"), 5);
     // The writer's own readers read its memory copy: in order, no seq

@@ -9,13 +9,12 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use support::log_capture::captured;
 use support::{McpClient, TestGateway, text_of};
 use tokio::time::Instant;
 
@@ -24,37 +23,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Notifications sent to the stopped child: of 4 KiB each, more than its
 /// pipe, the writer's batch and its 256-frame queue hold together.
 const FLOOD: usize = 600;
-
-/// WARN and ERROR lines of the gateway's log, captured for this binary.
-fn captured() -> &'static Arc<Mutex<Vec<String>>> {
-    static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-    LINES.get_or_init(|| {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || Capture(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        lines
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("lines")
-            .push(String::from_utf8_lossy(buf).into_owned());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Sends SIGCONT when dropped, so a failing test leaves no stopped child.
 struct Resume(Pid);

@@ -9,13 +9,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ballast::config::{RemoteTransport, UpstreamConfig};
 use serde_json::{Value, json};
+use support::log_capture::captured;
 use support::{McpClient, TestGateway, demo_config, text_of};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -145,37 +144,6 @@ async fn a_restarted_upstream_that_answers_400_for_its_lost_session_is_back_with
     assert_eq!(text_of(&r), "new", "{r}");
     b.stop().await;
     server.stop().await;
-}
-
-/// WARN and ERROR lines of the gateway's log, captured for this binary.
-fn captured() -> &'static Arc<Mutex<Vec<String>>> {
-    static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-    LINES.get_or_init(|| {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || Capture(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        lines
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("lines")
-            .push(String::from_utf8_lossy(buf).into_owned());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Gateway A (demo upstream) is B's remote upstream (`upstream(A's

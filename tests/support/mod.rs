@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub mod binary;
+pub mod log_capture;
 pub mod redis;
 
 /// The `ballast` binary built for this test run.
