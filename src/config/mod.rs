@@ -3,7 +3,7 @@
 //! Every field is documented in the README's config reference; `ballast
 //! check-config FILE` prints the effective configuration. Unknown fields are
 //! errors (`deny_unknown_fields`), reported with file, line, column and the
-//! dotted field name (see [`load`]).
+//! dotted field name (see `load.rs`).
 
 mod listen;
 mod load;

@@ -338,7 +338,7 @@ impl Sessions {
     /// Removes the least recently used idle session — no request in flight
     /// and not `busy` (e.g. a stream of it being read) — and closes its
     /// streams; returns it, for the caller to end. `None` if none of the
-    /// [`EVICTION_PROBES`] least recently used is idle. Amortized
+    /// `EVICTION_PROBES` (64) least recently used is idle. Amortized
     /// O(log n): a probe either evicts, or moves a session touched since
     /// its last placement (paid for by that touch), or moves one of at
     /// most `EVICTION_PROBES` busy sessions to the back.

@@ -126,7 +126,7 @@ pub enum UpstreamState {
 
 impl UpstreamState {
     /// How long until the supervisor tries again, while parked or waiting
-    /// between attempts (at least [`MIN_BACKOFF`]); `None` otherwise.
+    /// between attempts (at least 100 ms); `None` otherwise.
     pub fn retry_in(&self) -> Option<Duration> {
         let at = match self {
             UpstreamState::Parked { until, .. } => *until,

@@ -153,7 +153,7 @@ impl RedisBackend {
 
     /// The ids of sessions ended on any replica (a DELETE or an eviction
     /// there: the record is removed and `PUBLISH`ed on
-    /// [`RedisBackend::ended_channel`]), so that this replica ends its copy
+    /// `n:ended:<session>`), so that this replica ends its copy
     /// before serving it again. A receiver more than 1,024 notices behind
     /// misses the oldest (those sessions end here on their idle timeout).
     pub fn sessions_ended(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
