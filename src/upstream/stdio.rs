@@ -124,13 +124,15 @@ impl StdioTransport {
     /// group (Unix), wait again, kill the tree, reap. Returns once the child
     /// has been reaped.
     pub(crate) async fn close(&self) {
-        self.stdin.lock().map(|mut s| s.take()).ok();
+        // The supervisor hears "stop" before stdin closes: a child that
+        // exits at once on EOF is then an expected exit, not one on its own
+        // (which logs a WARN).
         let stop = self.stop.lock().ok().and_then(|mut s| s.take());
-        if let Some(stop) = stop {
-            let (done_tx, done_rx) = oneshot::channel();
-            if stop.send(done_tx).is_ok() {
-                let _ = done_rx.await;
-            }
+        let (done_tx, done_rx) = oneshot::channel();
+        let stopping = stop.is_some_and(|stop| stop.send(done_tx).is_ok());
+        self.stdin.lock().map(|mut s| s.take()).ok();
+        if stopping {
+            let _ = done_rx.await;
         }
     }
 
@@ -166,12 +168,21 @@ async fn supervise_process(
     stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let mut guard = TreeGuard::new(pid);
+    let mut stop = stop;
     tokio::select! {
         status = child.wait() => {
-            tracing::warn!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream exited");
-            // The leader is gone; its group may still hold grandchildren.
+            // `close` asks to stop before it closes stdin, so an exit it
+            // caused finds the request here: expected, not a WARN.
+            if let Ok(done) = stop.try_recv() {
+                tracing::info!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream exited after stdin close");
+                guard.kill_now();
+                let _ = done.send(());
+            } else {
+                tracing::warn!(upstream = %name, pid, status = %exit_text(&status), "stdio upstream exited");
+                // The leader is gone; its group may still hold grandchildren.
+            }
         }
-        stop = stop => {
+        stop = &mut stop => {
             // stdin is already closed by `close` (or the transport was dropped).
             if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
                 tracing::info!(upstream = %name, pid, status = %describe_exit(&status), "stdio upstream exited after stdin close");
